@@ -1,0 +1,103 @@
+"""Fixtures: one real mongod per test session (started only when a test needs it), a fresh
+database per test, and mongomock for the fast logic tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import mongomock
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from userfiles_db.clock import UTC
+from userfiles_db.local_server import LocalMongod, MongodNotFound, find_mongod
+from userfiles_db.schema import load_schema
+from userfiles_db.steps import create_collection, create_indexes
+
+REAL_SERVER_FIXTURES = {"mongod", "mongo_client", "real_db", "real_user_files_db"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that use the real server carry the "mongod" marker, so `-m "not mongod"` runs the
+    # fast ones alone; parametrised "any backend" tests get it only for their mongod case.
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend_db") if callspec else None
+        if names & REAL_SERVER_FIXTURES or backend == "mongod":
+            item.add_marker(pytest.mark.mongod)
+
+
+@pytest.fixture(scope="session")
+def mongod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMongod]:
+    """The session's real MongoDB server (6.0.5 from the test extra), on loopback."""
+    try:
+        find_mongod()
+    except MongodNotFound as exc:
+        pytest.fail(f"the real-server tests need mongod: {exc}", pytrace=False)
+    server = LocalMongod(tmp_path_factory.mktemp("mongod"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongod: LocalMongod) -> Iterator[MongoClient[dict[str, Any]]]:
+    # No tz_aware, as the bot's client: the store must hand back aware datetimes regardless.
+    with mongod.client() as client:
+        yield client
+
+
+@pytest.fixture
+def real_db(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[Database[Any]]:
+    """A fresh, empty database on the real server, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield mongo_client[name]
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def mock_db() -> Database[Any]:
+    db: Database[Any] = mongomock.MongoClient()["test"]
+    return db
+
+
+@pytest.fixture
+def real_user_files_db(real_db: Database[Any]) -> Database[Any]:
+    """A real database with user_files created from schema/ (validator, indexes, TTL)."""
+    create_collection(real_db, load_schema())
+    return real_db
+
+
+@pytest.fixture(params=["mongomock", "mongod"])
+def backend_db(request: pytest.FixtureRequest) -> Database[Any]:
+    """The same test on mongomock and on the real server, with the declared schema applied
+    (mongomock gets the indexes only: it cannot run validators)."""
+    if request.param == "mongod":
+        db: Database[Any] = request.getfixturevalue("real_user_files_db")
+        return db
+    db = request.getfixturevalue("mock_db")
+    create_indexes(db["user_files"], load_schema())
+    return db
+
+
+class MovableClock:
+    """A clock tests move by hand; starts at the real now so TTL emulation sees plausible dates."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self.now = (start or dt.datetime.now(UTC)).replace(microsecond=0)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()

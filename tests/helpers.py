@@ -1,0 +1,42 @@
+"""Shared test data and workers (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pymongo import MongoClient
+
+from userfiles_db import UserFiles
+
+
+def file_data(user_id: int = 123456789012345678, n: int = 0, **overrides: Any) -> dict[str, Any]:
+    """A record in the seed document's shape (created_at and expires_at left to the defaults)."""
+    data: dict[str, Any] = {
+        "file_id": f"{user_id}_{1700000000 + n}_{n:08x}",
+        "user_id": user_id,
+        "filename": f"data{n}.csv",
+        "file_type": "csv",
+        "file_path": f"/tmp/bot_code_interpreter/user_files/{user_id}/{user_id}_{n}.csv",
+        "size": 1024 + n,
+    }
+    data.update(overrides)
+    return data
+
+
+def save_many_in_process(
+    uri: str, db_name: str, user_id: int, ids: list[int], limit: int
+) -> list[str]:
+    """Save files ``ids`` for one user from a separate process; return the evicted file_ids."""
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(uri) as client:
+        store = UserFiles(client[db_name], max_files_per_user=limit, expiration_hours=48)
+        evicted: list[str] = []
+        for n in ids:
+            for record in store.save_user_file(file_data(user_id, n)):
+                evicted.append(record["file_id"])
+        return evicted
+
+
+def aware(value: dt.datetime) -> bool:
+    return value.tzinfo is not None and value.utcoffset() == dt.timedelta(0)

@@ -1,0 +1,26 @@
+"""userfiles_db: TTL-native MongoDB schema, migrations and queries for per-user file records."""
+
+from __future__ import annotations
+
+from userfiles_db.errors import (
+    ConfigurationError,
+    FileIdConflict,
+    InvalidFileData,
+    SchemaError,
+    UserFilesError,
+)
+from userfiles_db.schema import CollectionSchema, IndexSpec, load_schema
+from userfiles_db.store import UserFiles
+
+__all__ = [
+    "CollectionSchema",
+    "ConfigurationError",
+    "FileIdConflict",
+    "IndexSpec",
+    "InvalidFileData",
+    "SchemaError",
+    "UserFiles",
+    "UserFilesError",
+    "load_schema",
+]
+__version__ = "0.1.0"

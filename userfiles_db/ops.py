@@ -1,0 +1,151 @@
+"""Every user_files operation, written once, free of I/O.
+
+Each operation is a generator (a *plan*) that yields the database calls it needs, one at a time,
+and receives each call's result; it raises or returns like a normal function. A runner executes
+the calls: ``run_sync`` on a PyMongo (or mongomock) collection. The query logic, the limit and
+the eviction choice exist only here, so a sync and an async API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pymongo.errors import DuplicateKeyError
+
+from userfiles_db import records
+from userfiles_db.clock import Clock, read_clock
+from userfiles_db.config import Settings
+from userfiles_db.errors import FileIdConflict
+from userfiles_db.schema import CollectionSchema
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Find:
+    """``find`` whose cursor the runner reads to the end: the result is a list of documents."""
+
+    filter: dict[str, Any]
+    projection: dict[str, Any] | None = None
+    sort: list[tuple[str, int]] | None = None
+    skip: int = 0
+
+    def call(self, collection: Any) -> Any:
+        cursor = collection.find(self.filter, self.projection, skip=self.skip)
+        return cursor.sort(self.sort) if self.sort else cursor
+
+
+@dataclass(frozen=True)
+class Call:
+    """Any other collection method; the result is what the method returns (or awaits to)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def call(self, collection: Any) -> Any:
+        return getattr(collection, self.method)(*self.args, **self.kwargs)
+
+
+Op = Find | Call
+Plan = Generator[Op, Any, T]
+
+
+def run_sync(collection: Any, plan: Plan[T]) -> T:
+    """Run ``plan`` against a synchronous collection; exceptions reach the plan where it waits."""
+    send: Callable[[Any], Op] = plan.send
+    value: Any = None
+    while True:
+        try:
+            op = send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            raw = op.call(collection)
+            value, send = (list(raw) if isinstance(op, Find) else raw), plan.send
+        except Exception as exc:  # handed to the plan, which decides; re-raised if it does not
+            value, send = exc, plan.throw
+
+
+class FileOps:
+    """Builds the plans of the six operations for one collection's settings and clock."""
+
+    def __init__(self, settings: Settings, schema: CollectionSchema, clock: Clock) -> None:
+        self.settings = settings
+        self.schema = schema
+        self.clock = clock
+
+    def now(self) -> dt.datetime:
+        return read_clock(self.clock)
+
+    def get_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
+        query = {"user_id": records.check_user_id(user_id), **records.live_filter(self.now())}
+        docs = yield Find(query, records.WITHOUT_ID, records.NEWEST_FIRST)
+        return [records.normalize(doc) for doc in docs]
+
+    def get_file(self, file_id: str, user_id: int | None) -> Plan[dict[str, Any] | None]:
+        query = {**records.owner_filter(file_id, user_id), **records.live_filter(self.now())}
+        doc = yield Call("find_one", (query, records.WITHOUT_ID))
+        return None if doc is None else records.normalize(doc)
+
+    def save_user_file(self, file_data: object) -> Plan[list[dict[str, Any]]]:
+        now = self.now()
+        prepared = records.prepare_save(file_data, self.settings, self.schema, now)
+        upsert = Call("update_one", (prepared.key, prepared.update), {"upsert": True})
+        try:
+            yield upsert
+        except DuplicateKeyError:
+            # The unique file_id index refused the insert: either another user owns this file_id
+            # (refuse, never overwrite), or a concurrent save of the same new file won the insert
+            # (then the retry is a plain update).
+            owner = yield Call(
+                "find_one", ({"file_id": prepared.file_id}, {"_id": 0, "user_id": 1})
+            )
+            if owner is not None and owner.get("user_id") != prepared.user_id:
+                raise FileIdConflict(
+                    f"file_id: {prepared.file_id!r} belongs to another user; not overwritten"
+                ) from None
+            yield upsert
+        return (yield from self._evict_over_limit(prepared, now))
+
+    def _evict_over_limit(
+        self, prepared: records.PreparedSave, now: dt.datetime
+    ) -> Plan[list[dict[str, Any]]]:
+        # The saved record counts as one of the limit and is never a candidate. Every save lists
+        # after its own write, so the last lister sees every record and leaves at most the limit
+        # however saves interleave; find_one_and_delete hands each evicted record to exactly one
+        # caller, which reports it.
+        over = yield Find(
+            records.eviction_candidates_filter(prepared, now),
+            {"_id": 1},
+            records.NEWEST_FIRST,
+            skip=self.settings.max_files_per_user - 1,
+        )
+        evicted = []
+        for doc in over:
+            gone = yield Call(
+                "find_one_and_delete", ({"_id": doc["_id"]},), {"projection": {"_id": 0}}
+            )
+            if gone is not None:
+                evicted.append(records.normalize(gone))
+        return evicted
+
+    def delete_user_file(self, file_id: str, user_id: int | None) -> Plan[bool]:
+        result = yield Call("delete_one", (records.owner_filter(file_id, user_id),))
+        return bool(result.deleted_count)
+
+    def delete_all_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
+        # Expired records too: their files are on disk as well.
+        docs = yield Find({"user_id": records.check_user_id(user_id)}, None, records.NEWEST_FIRST)
+        if docs:
+            # Only the records listed (and so reported) are deleted; one saved meanwhile stays.
+            yield Call("delete_many", ({"_id": {"$in": [doc["_id"] for doc in docs]}},))
+        return [records.normalize(doc) for doc in docs]
+
+    def delete_expired_files(self) -> Plan[int]:
+        result = yield Call("delete_many", (records.expired_filter(self.now()),))
+        return int(result.deleted_count)
