@@ -15,10 +15,10 @@ from pymongo.database import Database
 
 from userfiles_db.clock import UTC
 from userfiles_db.local_server import LocalMongod, MongodNotFound, find_mongod
+from userfiles_db.migrate.steps import create_collection, create_indexes
 from userfiles_db.schema import load_schema
-from userfiles_db.steps import create_collection, create_indexes
 
-REAL_SERVER_FIXTURES = {"mongod", "mongo_client", "real_db", "real_user_files_db"}
+REAL_SERVER_FIXTURES = {"mongod", "mongo_client", "real_db", "real_user_files_db", "replica_set"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,6 +40,15 @@ def mongod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMongod]:
     except MongodNotFound as exc:
         pytest.fail(f"the real-server tests need mongod: {exc}", pytrace=False)
     server = LocalMongod(tmp_path_factory.mktemp("mongod"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def replica_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMongod]:
+    """A single-node replica set (transactions work there), started when first needed."""
+    server = LocalMongod(tmp_path_factory.mktemp("mongod-rs"), replica_set="rs0")
     server.start()
     yield server
     server.stop()

@@ -24,9 +24,7 @@ def file_data(user_id: int = 123456789012345678, n: int = 0, **overrides: Any) -
     return data
 
 
-def save_many_in_process(
-    uri: str, db_name: str, user_id: int, ids: list[int], limit: int
-) -> list[str]:
+def save_many_in_process(uri: str, db_name: str, user_id: int, ids: list[int], limit: int) -> list[str]:
     """Save files ``ids`` for one user from a separate process; return the evicted file_ids."""
     client: MongoClient[dict[str, Any]]
     with MongoClient(uri) as client:

@@ -24,9 +24,7 @@ _record = st.tuples(
 )
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(_record, max_size=25), now_offset=_offsets, user=st.sampled_from(USERS))
 def test_get_user_files_matches_the_model(
     backend_db: Database[Any], rows: list[tuple[int, int | None, int]], now_offset: int, user: int

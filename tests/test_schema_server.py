@@ -122,9 +122,7 @@ def test_python_checker_agrees_with_the_server_validator(
     assert client_ok == server_ok, (record, load_schema().problems(record))
 
 
-def test_limit_holds_across_processes(
-    real_user_files_db: Database[Any], mongod: LocalMongod
-) -> None:
+def test_limit_holds_across_processes(real_user_files_db: Database[Any], mongod: LocalMongod) -> None:
     limit, workers, per_worker = 4, 6, 10
     jobs = [list(range(w * 100, w * 100 + per_worker)) for w in range(workers)]
     context = multiprocessing.get_context("spawn")

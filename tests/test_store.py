@@ -24,9 +24,7 @@ def make_store(db: Database[Any], clock: MovableClock, **options: Any) -> UserFi
     return UserFiles(db, clock=clock, **options)
 
 
-def test_save_then_read_returns_the_canonical_record(
-    backend_db: Database[Any], clock: MovableClock
-) -> None:
+def test_save_then_read_returns_the_canonical_record(backend_db: Database[Any], clock: MovableClock) -> None:
     store = make_store(backend_db, clock)
     assert store.save_user_file(file_data(USER, 1)) == []
 
@@ -69,9 +67,7 @@ def test_records_without_expiry_stay_live(backend_db: Database[Any], clock: Mova
     )
     clock.advance(days=3650)
     live = default.get_user_files(USER)
-    assert sorted(r["file_id"] for r in live) == sorted(
-        file_data(USER, n)["file_id"] for n in (1, 2, 3)
-    )
+    assert sorted(r["file_id"] for r in live) == sorted(file_data(USER, n)["file_id"] for n in (1, 2, 3))
     assert live[0]["expires_at"] is None
 
 
@@ -129,9 +125,7 @@ def test_resaving_updates_without_moving_creation_or_expiry(
     assert record["expires_at"] == first["expires_at"]
 
 
-def test_limit_evicts_the_oldest_and_returns_them(
-    backend_db: Database[Any], clock: MovableClock
-) -> None:
+def test_limit_evicts_the_oldest_and_returns_them(backend_db: Database[Any], clock: MovableClock) -> None:
     store = make_store(backend_db, clock, max_files_per_user=3)
     evicted: list[list[str]] = []
     for n in range(6):
@@ -142,9 +136,7 @@ def test_limit_evicts_the_oldest_and_returns_them(
     assert [r["file_id"] for r in store.get_user_files(USER)] == [ids[5], ids[4], ids[3]]
 
 
-def test_eviction_never_takes_the_record_just_saved(
-    backend_db: Database[Any], clock: MovableClock
-) -> None:
+def test_eviction_never_takes_the_record_just_saved(backend_db: Database[Any], clock: MovableClock) -> None:
     store = make_store(backend_db, clock, max_files_per_user=2)
     store.save_user_file(file_data(USER, 1))
     clock.advance(seconds=1)
@@ -177,9 +169,7 @@ def test_limit_is_per_user(backend_db: Database[Any], clock: MovableClock) -> No
     assert len(store.get_user_files(OTHER)) == 1
 
 
-def test_limit_holds_under_concurrent_saves(
-    real_user_files_db: Database[Any], clock: MovableClock
-) -> None:
+def test_limit_holds_under_concurrent_saves(real_user_files_db: Database[Any], clock: MovableClock) -> None:
     # Real server only: mongomock's find_one_and_delete is not atomic across threads.
     limit, workers, per_worker = 5, 8, 12
     store = make_store(real_user_files_db, clock, max_files_per_user=limit)
@@ -198,9 +188,7 @@ def test_limit_holds_under_concurrent_saves(
         list(pool.map(upload, range(workers)))
 
     remaining = [r["file_id"] for r in store.get_user_files(USER)]
-    saved = {
-        file_data(USER, w * 1000 + i)["file_id"] for w in range(workers) for i in range(per_worker)
-    }
+    saved = {file_data(USER, w * 1000 + i)["file_id"] for w in range(workers) for i in range(per_worker)}
     assert len(remaining) <= limit
     assert len(evicted) == len(set(evicted)), "a record was reported evicted twice"
     # Nothing vanished unreported: every saved file is either still there or reported once.
@@ -218,18 +206,14 @@ def test_delete_all_user_files_returns_every_record_of_the_user(
     clock.advance(minutes=5)  # file 1 expired but still stored: its file is on disk too
 
     deleted = store.delete_all_user_files(USER)
-    assert sorted(r["file_path"] for r in deleted) == sorted(
-        file_data(USER, n)["file_path"] for n in (1, 2)
-    )
+    assert sorted(r["file_path"] for r in deleted) == sorted(file_data(USER, n)["file_path"] for n in (1, 2))
     assert all("_id" not in r and aware(r["created_at"]) for r in deleted)
     assert backend_db["user_files"].count_documents({"user_id": USER}) == 0
     assert len(store.get_user_files(OTHER)) == 1
     assert store.delete_all_user_files(USER) == []
 
 
-def test_delete_expired_files_counts_what_it_deleted(
-    backend_db: Database[Any], clock: MovableClock
-) -> None:
+def test_delete_expired_files_counts_what_it_deleted(backend_db: Database[Any], clock: MovableClock) -> None:
     store = make_store(backend_db, clock)
     store.save_user_file(file_data(USER, 1, expires_at=clock.now + dt.timedelta(hours=1)))
     store.save_user_file(file_data(USER, 2, expires_at=clock.now + dt.timedelta(hours=3)))
@@ -253,9 +237,7 @@ def test_naive_datetimes_are_taken_as_utc(backend_db: Database[Any], clock: Mova
     assert record["created_at"] == dt.datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
 
 
-def test_bad_read_arguments_name_the_problem(
-    backend_db: Database[Any], clock: MovableClock
-) -> None:
+def test_bad_read_arguments_name_the_problem(backend_db: Database[Any], clock: MovableClock) -> None:
     store = make_store(backend_db, clock)
     with pytest.raises(InvalidFileData, match="user_id: must be an int"):
         store.get_user_files("123")  # type: ignore[arg-type]

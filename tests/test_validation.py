@@ -78,9 +78,7 @@ _junk = st.one_of(
 _fields = st.sampled_from([*sorted(BASE), "created_at", "expires_at"])
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.one_of(
         # a valid record with one to three fields replaced by junk (at least one must break it)
@@ -93,9 +91,7 @@ _fields = st.sampled_from([*sorted(BASE), "created_at", "expires_at"])
         _junk,
     )
 )
-def test_any_malformed_file_data_raises_invalid_file_data(
-    mock_db: Database[Any], data: object
-) -> None:
+def test_any_malformed_file_data_raises_invalid_file_data(mock_db: Database[Any], data: object) -> None:
     store = UserFiles(mock_db, expiration_hours=48, max_files_per_user=20)
     before = snapshot(mock_db)
     try:

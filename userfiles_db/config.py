@@ -39,9 +39,7 @@ def _parse_expiration(value: object, source: str) -> float | None:
     if value == NEVER_EXPIRE:
         return None
     if value <= 0:
-        raise ConfigurationError(
-            f"{source} must be greater than 0, or -1 to never expire, got {value!r}"
-        )
+        raise ConfigurationError(f"{source} must be greater than 0, or -1 to never expire, got {value!r}")
     return float(value)
 
 

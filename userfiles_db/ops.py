@@ -102,9 +102,7 @@ class FileOps:
             # The unique file_id index refused the insert: either another user owns this file_id
             # (refuse, never overwrite), or a concurrent save of the same new file won the insert
             # (then the retry is a plain update).
-            owner = yield Call(
-                "find_one", ({"file_id": prepared.file_id}, {"_id": 0, "user_id": 1})
-            )
+            owner = yield Call("find_one", ({"file_id": prepared.file_id}, {"_id": 0, "user_id": 1}))
             if owner is not None and owner.get("user_id") != prepared.user_id:
                 raise FileIdConflict(
                     f"file_id: {prepared.file_id!r} belongs to another user; not overwritten"
@@ -127,9 +125,7 @@ class FileOps:
         )
         evicted = []
         for doc in over:
-            gone = yield Call(
-                "find_one_and_delete", ({"_id": doc["_id"]},), {"projection": {"_id": 0}}
-            )
+            gone = yield Call("find_one_and_delete", ({"_id": doc["_id"]},), {"projection": {"_id": 0}})
             if gone is not None:
                 evicted.append(records.normalize(gone))
         return evicted

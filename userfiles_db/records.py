@@ -111,9 +111,7 @@ def prepare_save(
         raise InvalidFileData(f"file_data: must be a dict, got {type(file_data).__name__}")
     for key in file_data:
         if not isinstance(key, str) or not key or key.startswith("$") or "." in key:
-            raise InvalidFileData(
-                f"{key!r}: field names must be non-empty strings without '$' or '.'"
-            )
+            raise InvalidFileData(f"{key!r}: field names must be non-empty strings without '$' or '.'")
     if "_id" in file_data:
         raise InvalidFileData("_id: is managed by the database; leave it out")
     given = dict(file_data)

@@ -153,9 +153,7 @@ def _check(rule: Mapping[str, Any], value: object, path: str) -> list[str]:
         problems.append(f"{where}: must be one of {rule['enum']!r}, got {value!r}")
     if isinstance(value, str):
         if len(value) < rule.get("minLength", 0):
-            problems.append(
-                f"{where}: must be at least {rule['minLength']} character(s) long, got {value!r}"
-            )
+            problems.append(f"{where}: must be at least {rule['minLength']} character(s) long, got {value!r}")
         if "maxLength" in rule and len(value) > rule["maxLength"]:
             problems.append(f"{where}: must be at most {rule['maxLength']} characters long")
     if kind in _NUMERIC:
@@ -203,20 +201,15 @@ def _parse_index(raw: object, where: str) -> IndexSpec:
         not isinstance(keys, list)
         or not keys
         or not all(
-            isinstance(k, list) and len(k) == 2 and isinstance(k[0], str) and k[1] in (1, -1)
-            for k in keys
+            isinstance(k, list) and len(k) == 2 and isinstance(k[0], str) and k[1] in (1, -1) for k in keys
         )
     ):
         raise SchemaError(f"{where}: 'keys' must be a list of [field, 1 or -1] pairs, got {keys!r}")
     ttl = raw.get("expire_after_seconds")
-    if ttl is not None and (
-        isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2147483647
-    ):
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2147483647):
         raise SchemaError(f"{where}: 'expire_after_seconds' must be an integer 0..2147483647")
     if ttl is not None and len(keys) != 1:
-        raise SchemaError(
-            f"{where}: a TTL index must have exactly one key (compound ones ignore TTL)"
-        )
+        raise SchemaError(f"{where}: a TTL index must have exactly one key (compound ones ignore TTL)")
     return IndexSpec(
         name=str(raw["name"]),
         keys=tuple((str(k[0]), int(k[1])) for k in keys),
@@ -232,9 +225,7 @@ def parse_schema(raw: object, source: str) -> CollectionSchema:
     unknown = set(raw) - _TOP_KEYS
     missing = {"collection", "version", "validator", "indexes"} - set(raw)
     if unknown or missing:
-        raise SchemaError(
-            f"{source}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
-        )
+        raise SchemaError(f"{source}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     validator = raw["validator"]
     if not isinstance(validator, Mapping) or set(validator) != {"$jsonSchema"}:
         raise SchemaError(f"{source}: 'validator' must hold exactly one key, $jsonSchema")
@@ -242,9 +233,7 @@ def parse_schema(raw: object, source: str) -> CollectionSchema:
     level = raw.get("validation_level", "strict")
     action = raw.get("validation_action", "error")
     if level not in ("strict", "moderate", "off") or action not in ("error", "warn"):
-        raise SchemaError(
-            f"{source}: bad validation_level {level!r} or validation_action {action!r}"
-        )
+        raise SchemaError(f"{source}: bad validation_level {level!r} or validation_action {action!r}")
     indexes = raw["indexes"]
     if not isinstance(indexes, list):
         raise SchemaError(f"{source}: 'indexes' must be a list")
