@@ -3,22 +3,29 @@ database per test, and mongomock for the fast logic tests."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import inspect
+import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import mongomock
 import pytest
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.database import Database
 
+from userfiles_db import AsyncUserFiles, UserFiles
 from userfiles_db.clock import UTC
 from userfiles_db.local_server import LocalMongod, MongodNotFound, find_mongod
 from userfiles_db.migrate.steps import create_collection, create_indexes
 from userfiles_db.schema import load_schema
 
-REAL_SERVER_FIXTURES = {"mongod", "mongo_client", "real_db", "real_user_files_db", "replica_set"}
+REAL_SERVER_FIXTURES = {
+    "mongod", "mongo_client", "real_db", "real_user_files_db", "replica_set", "async_client",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,8 +34,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
-        backend = callspec.params.get("backend_db") if callspec else None
-        if names & REAL_SERVER_FIXTURES or backend == "mongod":
+        params = callspec.params if callspec else {}
+        backend = params.get("backend_db") or params.get("backend") or ""
+        if names & REAL_SERVER_FIXTURES or backend.startswith("mongod"):
             item.add_marker(pytest.mark.mongod)
 
 
@@ -110,3 +118,81 @@ class MovableClock:
 @pytest.fixture
 def clock() -> MovableClock:
     return MovableClock()
+
+
+T = TypeVar("T")
+
+
+class EventLoopThread:
+    """An asyncio loop in a thread, so synchronous test bodies can drive the async API."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+
+class SyncOverAsync:
+    """An ``AsyncUserFiles`` whose coroutine methods are called synchronously: the shared test
+    bodies run unchanged against the async API."""
+
+    def __init__(self, store: AsyncUserFiles, loop: EventLoopThread) -> None:
+        self.store = store
+        self.loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.store, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+        return lambda *args, **kwargs: self.loop.run(attribute(*args, **kwargs))
+
+
+@pytest.fixture(scope="session")
+def event_loop_thread() -> Iterator[EventLoopThread]:
+    loop = EventLoopThread()
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture(scope="session")
+def async_client(
+    mongod: LocalMongod, event_loop_thread: EventLoopThread
+) -> Iterator[AsyncMongoClient[dict[str, Any]]]:
+    async def connect() -> AsyncMongoClient[dict[str, Any]]:
+        return AsyncMongoClient(mongod.uri)
+
+    client = event_loop_thread.run(connect())
+    yield client
+    event_loop_thread.run(client.close())
+
+
+@dataclass
+class Backend:
+    """A database to inspect directly, and a way to build the API under test on it."""
+
+    name: str
+    db: Database[Any]
+    make: Callable[..., Any]
+
+
+@pytest.fixture(params=["mongomock", "mongod", "mongod-async"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The shared behavioural tests run three times: sync API on mongomock, sync API on the real
+    server, async API (``AsyncMongoClient``) on the real server."""
+    if request.param == "mongomock":
+        db: Database[Any] = request.getfixturevalue("mock_db")
+        create_indexes(db["user_files"], load_schema())
+        return Backend(request.param, db, lambda **kw: UserFiles(db, **kw))
+    db = request.getfixturevalue("real_user_files_db")
+    if request.param == "mongod":
+        return Backend(request.param, db, lambda **kw: UserFiles(db, **kw))
+    loop: EventLoopThread = request.getfixturevalue("event_loop_thread")
+    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("async_client")
+    return Backend(request.param, db, lambda **kw: SyncOverAsync(AsyncUserFiles(client[db.name], **kw), loop))

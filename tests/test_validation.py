@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo.database import Database
 
-from tests.conftest import MovableClock
+from tests.conftest import Backend, MovableClock
 from tests.helpers import file_data
 from userfiles_db import InvalidFileData, UserFiles, UserFilesError
 
@@ -53,16 +53,16 @@ CASES: list[tuple[str, object, str]] = [
 
 @pytest.mark.parametrize(("label", "data", "message"), CASES, ids=[c[0] for c in CASES])
 def test_malformed_file_data_is_refused_and_nothing_written(
-    backend_db: Database[Any], clock: MovableClock, label: str, data: object, message: str
+    backend: Backend, clock: MovableClock, label: str, data: object, message: str
 ) -> None:
-    store = UserFiles(backend_db, clock=clock, expiration_hours=48, max_files_per_user=20)
+    store = backend.make(clock=clock, expiration_hours=48, max_files_per_user=20)
     store.save_user_file(file_data(99, 0))
-    before = snapshot(backend_db)
+    before = snapshot(backend.db)
     with pytest.raises(InvalidFileData, match=message.replace("$", r"\$")) as info:
-        store.save_user_file(data)  # type: ignore[arg-type]
+        store.save_user_file(data)
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, UserFilesError)
-    assert snapshot(backend_db) == before
+    assert snapshot(backend.db) == before
 
 
 _junk = st.one_of(

@@ -10,9 +10,10 @@ from userfiles_db.errors import (
     UserFilesError,
 )
 from userfiles_db.schema import CollectionSchema, IndexSpec, load_schema
-from userfiles_db.store import UserFiles
+from userfiles_db.store import AsyncUserFiles, UserFiles
 
 __all__ = [
+    "AsyncUserFiles",
     "CollectionSchema",
     "ConfigurationError",
     "FileIdConflict",

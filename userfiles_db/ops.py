@@ -30,12 +30,9 @@ class Find:
 
     filter: dict[str, Any]
     projection: dict[str, Any] | None = None
-    sort: list[tuple[str, int]] | None = None
-    skip: int = 0
 
     def call(self, collection: Any) -> Any:
-        cursor = collection.find(self.filter, self.projection, skip=self.skip)
-        return cursor.sort(self.sort) if self.sort else cursor
+        return collection.find(self.filter, self.projection)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,8 @@ Plan = Generator[Op, Any, T]
 
 
 def run_sync(collection: Any, plan: Plan[T]) -> T:
-    """Run ``plan`` against a synchronous collection; exceptions reach the plan where it waits."""
+    """Run ``plan`` against a PyMongo (or mongomock) collection; an error reaches the plan where
+    it waits, and leaves it if the plan does not handle it."""
     send: Callable[[Any], Op] = plan.send
     value: Any = None
     while True:
@@ -67,34 +65,58 @@ def run_sync(collection: Any, plan: Plan[T]) -> T:
         try:
             raw = op.call(collection)
             value, send = (list(raw) if isinstance(op, Find) else raw), plan.send
-        except Exception as exc:  # handed to the plan, which decides; re-raised if it does not
+        except Exception as exc:
+            value, send = exc, plan.throw
+
+
+async def run_async(collection: Any, plan: Plan[T]) -> T:
+    """``run_sync`` for an async collection (``pymongo.AsyncMongoClient`` or Motor): the same
+    plan, each call awaited."""
+    send: Callable[[Any], Op] = plan.send
+    value: Any = None
+    while True:
+        try:
+            op = send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            raw = op.call(collection)
+            value, send = await (raw.to_list(None) if isinstance(op, Find) else raw), plan.send
+        except Exception as exc:
             value, send = exc, plan.throw
 
 
 class FileOps:
     """Builds the plans of the six operations for one collection's settings and clock."""
 
-    def __init__(self, settings: Settings, schema: CollectionSchema, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, schema: CollectionSchema, clock: Clock, legacy: records.LegacyTime
+    ) -> None:
         self.settings = settings
         self.schema = schema
         self.clock = clock
+        self.legacy = legacy
 
     def now(self) -> dt.datetime:
         return read_clock(self.clock)
 
+    def _live(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        return records.live_filter(now or self.now(), self.legacy)
+
     def get_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
-        query = {"user_id": records.check_user_id(user_id), **records.live_filter(self.now())}
-        docs = yield Find(query, records.WITHOUT_ID, records.NEWEST_FIRST)
-        return [records.normalize(doc) for doc in docs]
+        query = {"user_id": records.check_user_id(user_id), **self._live()}
+        docs = yield Find(query)
+        return [records.normalize(d, self.legacy) for d in records.newest_first(docs, self.legacy)]
 
     def get_file(self, file_id: str, user_id: int | None) -> Plan[dict[str, Any] | None]:
-        query = {**records.owner_filter(file_id, user_id), **records.live_filter(self.now())}
+        query = {**records.owner_filter(file_id, user_id), **self._live()}
         doc = yield Call("find_one", (query, records.WITHOUT_ID))
-        return None if doc is None else records.normalize(doc)
+        return None if doc is None else records.normalize(doc, self.legacy)
 
     def save_user_file(self, file_data: object) -> Plan[list[dict[str, Any]]]:
         now = self.now()
-        prepared = records.prepare_save(file_data, self.settings, self.schema, now)
+        prepared = records.prepare_save(file_data, self.settings, self.schema, now, self.legacy)
         upsert = Call("update_one", (prepared.key, prepared.update), {"upsert": True})
         try:
             yield upsert
@@ -117,17 +139,16 @@ class FileOps:
         # after its own write, so the last lister sees every record and leaves at most the limit
         # however saves interleave; find_one_and_delete hands each evicted record to exactly one
         # caller, which reports it.
-        over = yield Find(
-            records.eviction_candidates_filter(prepared, now),
-            {"_id": 1},
-            records.NEWEST_FIRST,
-            skip=self.settings.max_files_per_user - 1,
+        others = yield Find(
+            records.eviction_candidates_filter(prepared, now, self.legacy), records.EVICTION_FIELDS
         )
+        keep = self.settings.max_files_per_user - 1
+        over = records.newest_first(others, self.legacy)[keep:]
         evicted = []
         for doc in over:
             gone = yield Call("find_one_and_delete", ({"_id": doc["_id"]},), {"projection": {"_id": 0}})
             if gone is not None:
-                evicted.append(records.normalize(gone))
+                evicted.append(records.normalize(gone, self.legacy))
         return evicted
 
     def delete_user_file(self, file_id: str, user_id: int | None) -> Plan[bool]:
@@ -136,12 +157,12 @@ class FileOps:
 
     def delete_all_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
         # Expired records too: their files are on disk as well.
-        docs = yield Find({"user_id": records.check_user_id(user_id)}, None, records.NEWEST_FIRST)
+        docs = yield Find({"user_id": records.check_user_id(user_id)})
         if docs:
             # Only the records listed (and so reported) are deleted; one saved meanwhile stays.
             yield Call("delete_many", ({"_id": {"$in": [doc["_id"] for doc in docs]}},))
-        return [records.normalize(doc) for doc in docs]
+        return [records.normalize(d, self.legacy) for d in records.newest_first(docs, self.legacy)]
 
     def delete_expired_files(self) -> Plan[int]:
-        result = yield Call("delete_many", (records.expired_filter(self.now()),))
+        result = yield Call("delete_many", (records.expired_filter(self.now(), self.legacy),))
         return int(result.deleted_count)

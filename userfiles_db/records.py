@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,28 +19,73 @@ from bson.errors import BSONError
 
 from userfiles_db.clock import UTC, to_bson_time
 from userfiles_db.config import Settings
-from userfiles_db.errors import InvalidFileData
+from userfiles_db.errors import ConfigurationError, InvalidFileData
 from userfiles_db.schema import CollectionSchema
 
-# Newest first; _id breaks ties between records saved in the same millisecond.
-NEWEST_FIRST: list[tuple[str, int]] = [("created_at", -1), ("_id", -1)]
 # Returned records never carry the driver's ObjectId.
 WITHOUT_ID: dict[str, int] = {"_id": 0}
+# The bot's legacy field names and their canonical ones.
+LEGACY_NAMES = {"uploaded_at": "created_at", "file_size": "size"}
 
 
-def live_filter(now: dt.datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LegacyTime:
+    """How the bot's legacy dates map to time: naive ISO-8601 strings in ``zone`` (its
+    container's local time, UTC in practice)."""
+
+    zone: dt.tzinfo
+
+    @classmethod
+    def named(cls, name: str) -> LegacyTime:
+        """Raises ``ConfigurationError`` for an unknown timezone name."""
+        if name.upper() == "UTC":
+            return cls(UTC)
+        try:
+            return cls(zoneinfo.ZoneInfo(name))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(f"legacy_timezone: unknown timezone {name!r}") from None
+
+    def parse(self, text: str) -> dt.datetime | None:
+        """The moment a legacy string names, aware UTC at BSON precision; None if unparseable."""
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self.zone)
+        return to_bson_time(moment)
+
+    def format(self, moment: dt.datetime) -> str:
+        """``moment`` as the legacy writer would store it (``isoformat`` of naive local time)."""
+        return moment.astimezone(self.zone).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def live_filter(now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
     """The one definition of a live record: ``expires_at`` null or missing, or later than ``now``.
 
     Every read puts this in its query, so a record the TTL monitor has not deleted yet (it runs
-    every 60 s, later under load) is never returned. Both branches are bounds on the indexes
-    ``user_id_1_expires_at_-1`` and ``expires_at_1``.
+    every 60 s, later under load) is never returned. A legacy record's ``expires_at`` is an ISO
+    string, compared as a string with ``now`` written the same way (type bracketing keeps the
+    branches apart). Each branch is a bound on the indexes ``user_id_1_expires_at_-1`` and
+    ``expires_at_1``.
     """
-    return {"$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]}
+    return {
+        "$or": [
+            {"expires_at": None},
+            {"expires_at": {"$gt": now}},
+            {"expires_at": {"$gt": legacy.format(now)}},
+        ]
+    }
 
 
-def expired_filter(now: dt.datetime) -> dict[str, Any]:
-    """Records whose ``expires_at`` is a date at or before ``now`` (null never matches)."""
-    return {"expires_at": {"$lte": now}}
+def expired_filter(now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
+    """Records whose ``expires_at`` is at or before ``now`` (a date, or a legacy string)."""
+    return {
+        "$or": [
+            {"expires_at": {"$lte": now}},
+            {"expires_at": {"$type": "string", "$lte": legacy.format(now)}},
+        ]
+    }
 
 
 def check_user_id(user_id: object) -> int:
@@ -98,10 +144,35 @@ def _check_date(name: str, value: object, nullable: bool) -> dt.datetime | None:
     return to_bson_time(value)
 
 
+def _from_legacy_writer(given: dict[str, Any], legacy: LegacyTime) -> dict[str, Any]:
+    """The bot's current writer dict (``file_size``, ``uploaded_at``, ISO-string dates) in the
+    canonical shape; any other dict unchanged (strings where dates belong stay an error there)."""
+    if not any(name in given for name in LEGACY_NAMES):
+        return given
+    for old, new in LEGACY_NAMES.items():
+        if old in given and new in given:
+            raise InvalidFileData(f"{old}: give {old} or {new}, not both")
+        if old in given:
+            given[new] = given.pop(old)
+    for name in ("created_at", "expires_at"):
+        value = given.get(name)
+        if isinstance(value, str):
+            parsed = legacy.parse(value)
+            if parsed is None:
+                raise InvalidFileData(f"{name}: not an ISO-8601 date string: {value!r}")
+            given[name] = parsed
+    return given
+
+
 def prepare_save(
-    file_data: object, settings: Settings, schema: CollectionSchema, now: dt.datetime
+    file_data: object,
+    settings: Settings,
+    schema: CollectionSchema,
+    now: dt.datetime,
+    legacy: LegacyTime = LegacyTime(UTC),
 ) -> PreparedSave:
-    """Validate ``file_data`` (the seed document's shape) and complete it for an upsert.
+    """Validate ``file_data`` (the seed document's shape, or the bot's current writer dict) and
+    complete it for an upsert.
 
     ``created_at`` defaults to ``now``; ``expires_at``, when absent, to ``created_at`` plus the
     expiration hours (``None`` when files never expire); an explicit ``expires_at=None`` means
@@ -114,7 +185,7 @@ def prepare_save(
             raise InvalidFileData(f"{key!r}: field names must be non-empty strings without '$' or '.'")
     if "_id" in file_data:
         raise InvalidFileData("_id: is managed by the database; leave it out")
-    given = dict(file_data)
+    given = _from_legacy_writer(dict(file_data), legacy)
     defaults: dict[str, Any] = {}
 
     created_at = _check_date("created_at", given.pop("created_at", None), nullable=True)
@@ -143,22 +214,63 @@ def prepare_save(
     )
 
 
-def normalize(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored document as callers get it: a plain dict, no ``_id``, datetimes aware UTC, and
-    ``expires_at`` always present (``None`` when the record never expires).
+def as_utc(value: Any) -> Any:
+    """A datetime as aware UTC (naive ones are UTC, as PyMongo reads them); anything else as is."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
 
-    Works whether or not the client was created with ``tz_aware=True``.
+
+def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]:
+    """A stored document as callers get it: a plain dict in the canonical shape, no ``_id``,
+    datetimes aware UTC, ``expires_at`` always present (``None`` when the record never expires).
+
+    Legacy records (``uploaded_at``, ``file_size``, ISO-string dates) come back canonical; a
+    string that does not parse is returned as it is. Works with or without ``tz_aware``.
     """
     out: dict[str, Any] = {"expires_at": None}
     for key, value in document.items():
-        if key == "_id":
-            continue
-        if isinstance(value, dt.datetime):
-            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        out[key] = value
+        if key != "_id" and key not in LEGACY_NAMES:
+            out[key] = as_utc(value)
+    for old, new in LEGACY_NAMES.items():
+        if new not in out and old in document:
+            out[new] = as_utc(document[old])
+    for name in ("created_at", "expires_at"):
+        if isinstance(out.get(name), str):
+            out[name] = legacy.parse(out[name]) or out[name]
     return out
 
 
-def eviction_candidates_filter(prepared: PreparedSave, now: dt.datetime) -> dict[str, Any]:
+_OLDEST = dt.datetime.min.replace(tzinfo=UTC)
+
+
+def newest_first(documents: list[dict[str, Any]], legacy: LegacyTime) -> list[dict[str, Any]]:
+    """Stored ``documents`` sorted by creation time, newest first (``_id`` breaks ties; records
+    without a readable creation time count as the oldest).
+
+    Sorted here rather than on the server: a user has few live records, and legacy records keep
+    their creation time in a string under another name.
+    """
+
+    def key(document: dict[str, Any]) -> tuple[dt.datetime, str]:
+        created = document.get("created_at", document.get("uploaded_at"))
+        if isinstance(created, str):
+            created = legacy.parse(created)
+        moment = as_utc(created) if isinstance(created, dt.datetime) else _OLDEST
+        return moment, str(document.get("_id", ""))
+
+    return sorted(documents, key=key, reverse=True)
+
+
+def eviction_candidates_filter(
+    prepared: PreparedSave, now: dt.datetime, legacy: LegacyTime
+) -> dict[str, Any]:
     """The user's other live records; past the newest ``max - 1`` of them, each is evicted."""
-    return {"user_id": prepared.user_id, "file_id": {"$ne": prepared.file_id}, **live_filter(now)}
+    return {
+        "user_id": prepared.user_id,
+        "file_id": {"$ne": prepared.file_id},
+        **live_filter(now, legacy),
+    }
+
+
+EVICTION_FIELDS: dict[str, int] = {"_id": 1, "created_at": 1, "uploaded_at": 1}

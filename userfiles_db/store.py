@@ -1,39 +1,35 @@
-"""``UserFiles``: the synchronous query module the bot imports."""
+"""``UserFiles`` (sync) and ``AsyncUserFiles``: the query module the bot imports.
+
+Both are thin: the operations are written once in ``ops.FileOps`` as I/O-free plans; ``UserFiles``
+runs them with ``run_sync`` on a PyMongo database, ``AsyncUserFiles`` with ``run_async`` on a
+``pymongo.AsyncMongoClient`` (or Motor) database. Same rules, same errors, same results.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pymongo.database import Database
-
 from userfiles_db.clock import Clock, utc_now
 from userfiles_db.config import resolve_settings
-from userfiles_db.ops import FileOps, Plan, T, run_sync
+from userfiles_db.ops import FileOps, Plan, T, run_async, run_sync
+from userfiles_db.records import LegacyTime
 from userfiles_db.schema import load_schema
 
 
-class UserFiles:
-    """Per-user file records in ``database[collection]``: reads never return an expired record,
-    saves hold the per-user limit.
-
-    ``expiration_hours`` and ``max_files_per_user`` default to the environment variables
-    ``FILE_EXPIRATION_HOURS`` (48; -1 = never expire) and ``MAX_FILES_PER_USER`` (20); an invalid
-    value raises ``ConfigurationError``. ``clock`` returns the current time as an aware datetime.
-    Database errors propagate as PyMongo's exceptions.
-    """
-
+class _Store:
     def __init__(
         self,
-        database: Database[Any],
+        database: Any,
         *,
         collection: str = "user_files",
         expiration_hours: float | None = None,
         max_files_per_user: int | None = None,
         clock: Clock | None = None,
+        legacy_timezone: str = "UTC",
     ) -> None:
         settings = resolve_settings(expiration_hours, max_files_per_user)
         self.collection = database[collection]
-        self._ops = FileOps(settings, load_schema(), clock or utc_now)
+        self._ops = FileOps(settings, load_schema(), clock or utc_now, LegacyTime.named(legacy_timezone))
 
     @property
     def expiration_hours(self) -> float | None:
@@ -43,6 +39,18 @@ class UserFiles:
     @property
     def max_files_per_user(self) -> int:
         return self._ops.settings.max_files_per_user
+
+
+class UserFiles(_Store):
+    """Per-user file records in ``database[collection]`` (a PyMongo or mongomock ``Database``):
+    reads never return an expired record, saves hold the per-user limit.
+
+    ``expiration_hours`` and ``max_files_per_user`` default to the environment variables
+    ``FILE_EXPIRATION_HOURS`` (48; -1 = never expire) and ``MAX_FILES_PER_USER`` (20); an invalid
+    value raises ``ConfigurationError``. ``clock`` returns the current time as an aware datetime.
+    ``legacy_timezone`` is the zone of the bot's legacy naive ISO-string dates (default UTC).
+    Database errors propagate as PyMongo's exceptions.
+    """
 
     def _run(self, plan: Plan[T]) -> T:
         return run_sync(self.collection, plan)
@@ -79,3 +87,29 @@ class UserFiles:
         """Delete the records already past expiry (a fallback: the TTL index does this on the
         server); return how many."""
         return self._run(self._ops.delete_expired_files())
+
+
+class AsyncUserFiles(_Store):
+    """``UserFiles`` for asyncio: the same constructor and operations, awaitable, over a
+    ``pymongo.AsyncMongoClient`` database or a Motor database. See ``UserFiles`` for each one."""
+
+    async def _run(self, plan: Plan[T]) -> T:
+        return await run_async(self.collection, plan)
+
+    async def get_user_files(self, user_id: int) -> list[dict[str, Any]]:
+        return await self._run(self._ops.get_user_files(user_id))
+
+    async def get_file(self, file_id: str, user_id: int | None = None) -> dict[str, Any] | None:
+        return await self._run(self._ops.get_file(file_id, user_id))
+
+    async def save_user_file(self, file_data: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._run(self._ops.save_user_file(file_data))
+
+    async def delete_user_file(self, file_id: str, user_id: int | None = None) -> bool:
+        return await self._run(self._ops.delete_user_file(file_id, user_id))
+
+    async def delete_all_user_files(self, user_id: int) -> list[dict[str, Any]]:
+        return await self._run(self._ops.delete_all_user_files(user_id))
+
+    async def delete_expired_files(self) -> int:
+        return await self._run(self._ops.delete_expired_files())

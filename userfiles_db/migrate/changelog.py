@@ -13,7 +13,7 @@ from typing import Any
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
-from userfiles_db.records import normalize
+from userfiles_db.records import as_utc
 
 APPLYING = "applying"
 APPLIED = "applied"
@@ -27,7 +27,8 @@ class Changelog:
     def records(self) -> dict[str, dict[str, Any]]:
         """Every record by migration id (read-only: never creates the collection)."""
         return {
-            str(doc["_id"]): {"id": str(doc["_id"]), **normalize(doc)} for doc in self.collection.find({})
+            str(doc["_id"]): {"id": str(doc["_id"]), **{k: as_utc(v) for k, v in doc.items() if k != "_id"}}
+            for doc in self.collection.find({})
         }
 
     def start(self, migration_id: str, checksum: str, now: dt.datetime, run: dict[str, Any]) -> None:
