@@ -24,7 +24,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from userfiles_db.errors import UserFilesError
+from userfiles_db.disk import DEFAULT_GRACE_SECONDS, sweep
+from userfiles_db.errors import ConfigurationError, UserFilesError
 from userfiles_db.local_server import LocalMongod, MongodNotFound
 from userfiles_db.migrate import (
     BASE,
@@ -42,6 +43,7 @@ from userfiles_db.migrate.errors import (
     EXIT_ERROR,
     EXIT_INVALID,
     EXIT_PENDING,
+    EXIT_USAGE,
     InvalidHistory,
 )
 from userfiles_db.schema import load_schema
@@ -73,10 +75,10 @@ class State:
         return settings_module.resolve(**self.flags, environ=self.environ, cwd=self.cwd)
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
+    def connect(self, with_migrations: bool = True) -> Iterator[Connection]:
         """Resolve settings, discover migrations and connect (or start the embedded server)."""
         settings = self.settings()
-        migrations = discover(settings.migrations)
+        migrations = discover(settings.migrations) if with_migrations else []
         if settings.uri is None:
             with _embedded(self.cwd) as uri:
                 yield _open(uri, settings, migrations)
@@ -127,7 +129,9 @@ def handle_errors(function: F) -> F:
         try:
             return function(*args, **kwargs)
         except UserFilesError as exc:
-            code = getattr(exc, "exit_code", EXIT_ERROR)
+            code = getattr(
+                exc, "exit_code", EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ERROR
+            )
             click.echo(f"Error: {settings_module.redact(str(exc))}", err=True)
             sys.exit(code)
         except PyMongoError as exc:
@@ -353,6 +357,67 @@ def unlock_command(state: State) -> None:
 
 def main() -> None:
     cli(prog_name="migrate.py")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def tools() -> None:
+    """userfiles_db's maintenance commands (python -m userfiles_db COMMAND)."""
+
+
+@tools.command("sweep")
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="The storage root "
+              "(e.g. /tmp/bot_code_interpreter/user_files). Nothing outside it is touched.")  # fmt: skip
+@click.option("--uri", help="MongoDB URI (default: $MONGODB_URI, then migrate.yaml).")
+@click.option("--db", "db_name", help="Database (default: $MONGODB_DB, ..., chatgpt_discord_bot).")
+@click.option("--config", type=click.Path(dir_okay=False), help="Config file (default ./migrate.yaml).")
+@click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE_SECONDS, show_default=True,
+              help="Seconds a file without a record is left alone (an upload may be in flight).")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@click.option("--remove-missing-records", is_flag=True, help="Also delete live records whose file is gone.")
+@click.option("--legacy-timezone", default="UTC", show_default=True, help="Zone of legacy ISO-string dates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@handle_errors
+def sweep_command(
+    root: str, uri: str | None, db_name: str | None, config: str | None, grace: float,
+    dry_run: bool, remove_missing_records: bool, legacy_timezone: str, as_json: bool,
+) -> None:  # fmt: skip
+    """Remove files that no live record claims, report records whose file is gone.
+
+    Safe from cron while the bot runs. Exit codes as migrate.py's: 0 done, 1 error (some file
+    could not be removed, server unreachable), 2 usage error (root not a directory).
+    Example: python -m userfiles_db sweep --root /tmp/bot_code_interpreter/user_files --dry-run
+    """
+    with State(uri, db_name, config).connect(with_migrations=False) as conn:
+        report = sweep(
+            conn.db, root, grace_seconds=grace, dry_run=dry_run,
+            remove_missing_records=remove_missing_records, legacy_timezone=legacy_timezone,
+        )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        click.echo(
+            f"Swept {report.root}: {verb} {len(report.removed_files)} orphan file(s) and "
+            f"{len(report.removed_dirs)} empty directory(ies); kept {report.kept_live} live and "
+            f"{report.kept_young} young file(s)."
+        )
+        if report.missing_files:
+            action = "deleted" if report.removed_records else "use --remove-missing-records to delete them"
+            click.echo(f"{len(report.missing_files)} live record(s) point to missing files ({action}).")
+        if report.outside_root:
+            click.echo(
+                f"{len(report.outside_root)} record(s) point outside the root or to a symlink; left alone."
+            )
+        if report.skipped_symlinks:
+            click.echo(f"{len(report.skipped_symlinks)} symlink(s) under the root skipped.")
+        for error in report.errors:
+            click.echo(f"error: {error}", err=True)
+    if report.errors:
+        sys.exit(EXIT_ERROR)
+
+
+def tools_main() -> None:
+    tools(prog_name="python -m userfiles_db")
 
 
 __all__ = ["BASE", "InvalidHistory", "cli", "main"]

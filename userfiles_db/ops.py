@@ -155,6 +155,14 @@ class FileOps:
         result = yield Call("delete_one", (records.owner_filter(file_id, user_id),))
         return bool(result.deleted_count)
 
+    def take_file(self, file_id: str, user_id: int | None) -> Plan[dict[str, Any] | None]:
+        doc = yield Call(
+            "find_one_and_delete",
+            (records.owner_filter(file_id, user_id),),
+            {"projection": records.WITHOUT_ID},
+        )
+        return None if doc is None else records.normalize(doc, self.legacy)
+
     def delete_all_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
         # Expired records too: their files are on disk as well.
         docs = yield Find({"user_id": records.check_user_id(user_id)})

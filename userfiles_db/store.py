@@ -78,6 +78,11 @@ class UserFiles(_Store):
         a record was deleted."""
         return self._run(self._ops.delete_user_file(file_id, user_id))
 
+    def take_file(self, file_id: str, user_id: int | None = None) -> dict[str, Any] | None:
+        """Delete the record ``file_id`` (only the owner's when ``user_id`` is given) and return
+        it, expired or not (its path is what the caller removes from disk); ``None`` if absent."""
+        return self._run(self._ops.take_file(file_id, user_id))
+
     def delete_all_user_files(self, user_id: int) -> list[dict[str, Any]]:
         """Delete every record of the user, expired ones included; return them (their paths are
         what the caller removes from disk)."""
@@ -107,6 +112,9 @@ class AsyncUserFiles(_Store):
 
     async def delete_user_file(self, file_id: str, user_id: int | None = None) -> bool:
         return await self._run(self._ops.delete_user_file(file_id, user_id))
+
+    async def take_file(self, file_id: str, user_id: int | None = None) -> dict[str, Any] | None:
+        return await self._run(self._ops.take_file(file_id, user_id))
 
     async def delete_all_user_files(self, user_id: int) -> list[dict[str, Any]]:
         return await self._run(self._ops.delete_all_user_files(user_id))
