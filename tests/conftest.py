@@ -25,6 +25,7 @@ from userfiles_db.schema import load_schema
 
 REAL_SERVER_FIXTURES = {
     "mongod", "mongo_client", "real_db", "real_user_files_db", "replica_set", "async_client",
+    "strict_mongod",
 }  # fmt: skip
 
 
@@ -57,6 +58,15 @@ def mongod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMongod]:
 def replica_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMongod]:
     """A single-node replica set (transactions work there), started when first needed."""
     server = LocalMongod(tmp_path_factory.mktemp("mongod-rs"), replica_set="rs0")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def strict_mongod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMongod]:
+    """A server that refuses any query without an index (``notablescan=1``)."""
+    server = LocalMongod(tmp_path_factory.mktemp("mongod-strict"), set_parameters={"notablescan": 1})
     server.start()
     yield server
     server.stop()

@@ -28,7 +28,7 @@ class Changelog:
         """Every record by migration id (read-only: never creates the collection)."""
         return {
             str(doc["_id"]): {"id": str(doc["_id"]), **{k: as_utc(v) for k, v in doc.items() if k != "_id"}}
-            for doc in self.collection.find({})
+            for doc in self.collection.find({}, sort=[("_id", 1)])  # by the _id index: never a scan
         }
 
     def start(self, migration_id: str, checksum: str, now: dt.datetime, run: dict[str, Any]) -> None:
