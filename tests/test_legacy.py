@@ -101,3 +101,13 @@ def test_legacy_timezone_is_configurable(mock_db: Any) -> None:
     assert read["created_at"] == dt.datetime(2030, 1, 1, 10, 59, tzinfo=UTC)  # 11:59 CET
     with pytest.raises(Exception, match="unknown timezone"):
         UserFiles(mock_db, legacy_timezone="Mars/Olympus")
+
+
+def test_after_adoption_queries_skip_the_string_branch(mock_db: Any, clock: MovableClock) -> None:
+    now = clock.now.replace(tzinfo=None)
+    mock_db["user_files"].insert_one(legacy_record(1, USER, now=now))  # a straggler, string expiry
+    store = UserFiles(mock_db, clock=clock, legacy_timezone=None)
+    store.save_user_file(legacy_record(2, USER, now=now))  # the writer dict: still accepted (UTC)
+    assert [r["file_id"] for r in store.get_user_files(USER)] == [legacy_record(2, USER, now=now)["file_id"]]
+    with_strings = UserFiles(mock_db, clock=clock).get_user_files(USER)  # the default reads both
+    assert len(with_strings) == 2

@@ -107,11 +107,11 @@ class FileOps:
     def get_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
         query = {"user_id": records.check_user_id(user_id), **self._live()}
         docs = yield Find(query)
-        return [records.normalize(d, self.legacy) for d in records.newest_first(docs, self.legacy)]
+        return records.sorted_newest_first([records.normalize(d, self.legacy) for d in docs])
 
     def get_file(self, file_id: str, user_id: int | None) -> Plan[dict[str, Any] | None]:
         query = {**records.owner_filter(file_id, user_id), **self._live()}
-        doc = yield Call("find_one", (query, records.WITHOUT_ID))
+        doc = yield Call("find_one", (query,))
         return None if doc is None else records.normalize(doc, self.legacy)
 
     def save_user_file(self, file_data: object) -> Plan[list[dict[str, Any]]]:

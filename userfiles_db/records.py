@@ -31,13 +31,18 @@ LEGACY_NAMES = {"uploaded_at": "created_at", "file_size": "size"}
 @dataclass(frozen=True)
 class LegacyTime:
     """How the bot's legacy dates map to time: naive ISO-8601 strings in ``zone`` (its
-    container's local time, UTC in practice)."""
+    container's local time, UTC in practice). ``in_queries`` false: no legacy record is left in
+    the collection (the migrations converted them), so queries need no string branch."""
 
     zone: dt.tzinfo
+    in_queries: bool = True
 
     @classmethod
-    def named(cls, name: str) -> LegacyTime:
-        """Raises ``ConfigurationError`` for an unknown timezone name."""
+    def named(cls, name: str | None) -> LegacyTime:
+        """``None``: no legacy records to query for (their shapes are still read and accepted,
+        as UTC). Raises ``ConfigurationError`` for an unknown timezone name."""
+        if name is None:
+            return cls(UTC, in_queries=False)
         if name.upper() == "UTC":
             return cls(UTC)
         try:
@@ -69,17 +74,16 @@ def live_filter(now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
     branches apart). Each branch is a bound on the indexes ``user_id_1_expires_at_-1`` and
     ``expires_at_1``.
     """
-    return {
-        "$or": [
-            {"expires_at": None},
-            {"expires_at": {"$gt": now}},
-            {"expires_at": {"$gt": legacy.format(now)}},
-        ]
-    }
+    branches: list[dict[str, Any]] = [{"expires_at": None}, {"expires_at": {"$gt": now}}]
+    if legacy.in_queries:
+        branches.append({"expires_at": {"$gt": legacy.format(now)}})
+    return {"$or": branches}
 
 
 def expired_filter(now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
     """Records whose ``expires_at`` is at or before ``now`` (a date, or a legacy string)."""
+    if not legacy.in_queries:
+        return {"expires_at": {"$lte": now}}
     return {
         "$or": [
             {"expires_at": {"$lte": now}},
@@ -221,13 +225,35 @@ def as_utc(value: Any) -> Any:
     return value
 
 
+_OLDEST = dt.datetime.min.replace(tzinfo=UTC)
+_MISSING = object()
+_CANONICAL_FIELDS = frozenset(
+    {"_id", "file_id", "user_id", "filename", "file_type", "file_path", "size", "created_at", "expires_at"}
+)
+
+
 def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]:
     """A stored document as callers get it: a plain dict in the canonical shape, no ``_id``,
     datetimes aware UTC, ``expires_at`` always present (``None`` when the record never expires).
 
     Legacy records (``uploaded_at``, ``file_size``, ISO-string dates) come back canonical; a
-    string that does not parse is returned as it is. Works with or without ``tz_aware``.
+    string that does not parse is returned as it is. Works with or without ``tz_aware``. (Read
+    without a projection and converted here: both a projection and tz-aware decoding cost more.)
     """
+    created = document.get("created_at")
+    expires = document.get("expires_at", _MISSING)
+    if (
+        type(created) is dt.datetime
+        and (expires is None or type(expires) is dt.datetime)
+        and document.keys() <= _CANONICAL_FIELDS
+    ):
+        # The hot path: a canonical record, whose only datetimes are these two.
+        fast = dict(document)
+        fast.pop("_id", None)
+        fast["created_at"] = created.replace(tzinfo=UTC) if created.tzinfo is None else as_utc(created)
+        if expires is not None:
+            fast["expires_at"] = expires.replace(tzinfo=UTC) if expires.tzinfo is None else as_utc(expires)
+        return fast
     out: dict[str, Any] = {"expires_at": None}
     for key, value in document.items():
         if key != "_id" and key not in LEGACY_NAMES:
@@ -241,7 +267,14 @@ def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]
     return out
 
 
-_OLDEST = dt.datetime.min.replace(tzinfo=UTC)
+def _created(record: dict[str, Any]) -> dt.datetime:
+    created = record.get("created_at")
+    return created if isinstance(created, dt.datetime) else _OLDEST
+
+
+def sorted_newest_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Normalised records by ``created_at``, newest first (unreadable ones last; stable)."""
+    return sorted(records, key=_created, reverse=True)
 
 
 def newest_first(documents: list[dict[str, Any]], legacy: LegacyTime) -> list[dict[str, Any]]:

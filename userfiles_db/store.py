@@ -25,7 +25,7 @@ class _Store:
         expiration_hours: float | None = None,
         max_files_per_user: int | None = None,
         clock: Clock | None = None,
-        legacy_timezone: str = "UTC",
+        legacy_timezone: str | None = "UTC",
     ) -> None:
         settings = resolve_settings(expiration_hours, max_files_per_user)
         self.collection = database[collection]
@@ -48,7 +48,8 @@ class UserFiles(_Store):
     ``expiration_hours`` and ``max_files_per_user`` default to the environment variables
     ``FILE_EXPIRATION_HOURS`` (48; -1 = never expire) and ``MAX_FILES_PER_USER`` (20); an invalid
     value raises ``ConfigurationError``. ``clock`` returns the current time as an aware datetime.
-    ``legacy_timezone`` is the zone of the bot's legacy naive ISO-string dates (default UTC).
+    ``legacy_timezone`` is the zone of the bot's legacy naive ISO-string dates (default UTC);
+    ``None`` once the migrations converted them all: queries then skip their string branch.
     Database errors propagate as PyMongo's exceptions.
     """
 

@@ -1,0 +1,1 @@
+"""Benchmarks against the real server: python -m bench (see the README, Performance)."""
