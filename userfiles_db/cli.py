@@ -28,7 +28,6 @@ from userfiles_db.disk import DEFAULT_GRACE_SECONDS, sweep
 from userfiles_db.errors import ConfigurationError, UserFilesError
 from userfiles_db.local_server import LocalMongod, MongodNotFound
 from userfiles_db.migrate import (
-    BASE,
     Runner,
     Status,
     discover,
@@ -44,7 +43,6 @@ from userfiles_db.migrate.errors import (
     EXIT_INVALID,
     EXIT_PENDING,
     EXIT_USAGE,
-    InvalidHistory,
 )
 from userfiles_db.schema import load_schema
 
@@ -445,4 +443,4 @@ def tools_main() -> None:
     _exit_now(tools, "python -m userfiles_db")
 
 
-__all__ = ["BASE", "InvalidHistory", "cli", "main"]
+__all__ = ["cli", "main", "tools", "tools_main"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pymongo.errors import DuplicateKeyError
 
@@ -51,44 +51,59 @@ Op = Find | Call
 Plan = Generator[Op, Any, T]
 
 
+class _Stepper(Generic[T]):
+    """Drives a plan: hands it the outcome of each call it yields (the result, or the exception
+    raised, thrown in where the plan waits) and keeps what it finally returns."""
+
+    def __init__(self, plan: Plan[T]) -> None:
+        self._plan = plan
+        self._resume: Callable[[Any], Op] = plan.send
+        self._value: Any = None
+        self.result: T
+
+    def next_call(self) -> Op | None:
+        """The plan's next call, or ``None`` once it returned (``result`` holds the value)."""
+        try:
+            return self._resume(self._value)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+
+    def give(self, value: Any) -> None:
+        self._value, self._resume = value, self._plan.send
+
+    def fail(self, error: Exception) -> None:
+        self._value, self._resume = error, self._plan.throw
+
+
 def run_sync(collection: Any, plan: Plan[T]) -> T:
     """Run ``plan`` against a PyMongo (or mongomock) collection; an error reaches the plan where
     it waits, and leaves it if the plan does not handle it."""
-    send: Callable[[Any], Op] = plan.send
-    value: Any = None
-    while True:
-        try:
-            op = send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+    stepper = _Stepper(plan)
+    while (op := stepper.next_call()) is not None:
         try:
             raw = op.call(collection)
-            value, send = (list(raw) if isinstance(op, Find) else raw), plan.send
+            stepper.give(list(raw) if isinstance(op, Find) else raw)
         except Exception as exc:
-            value, send = exc, plan.throw
+            stepper.fail(exc)
+    return stepper.result
 
 
 async def run_async(collection: Any, plan: Plan[T]) -> T:
     """``run_sync`` for an async collection (``pymongo.AsyncMongoClient`` or Motor): the same
     plan, each call awaited."""
-    send: Callable[[Any], Op] = plan.send
-    value: Any = None
-    while True:
-        try:
-            op = send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+    stepper = _Stepper(plan)
+    while (op := stepper.next_call()) is not None:
         try:
             raw = op.call(collection)
-            value, send = await (raw.to_list(None) if isinstance(op, Find) else raw), plan.send
+            stepper.give(await (raw.to_list(None) if isinstance(op, Find) else raw))
         except Exception as exc:
-            value, send = exc, plan.throw
+            stepper.fail(exc)
+    return stepper.result
 
 
 class FileOps:
-    """Builds the plans of the six operations for one collection's settings and clock."""
+    """Builds the plans of the operations for one store's settings, schema, clock and legacy rules."""
 
     def __init__(
         self, settings: Settings, schema: CollectionSchema, clock: Clock, legacy: records.LegacyTime
@@ -101,13 +116,13 @@ class FileOps:
     def now(self) -> dt.datetime:
         return read_clock(self.clock)
 
-    def _live(self, now: dt.datetime | None = None) -> dict[str, Any]:
-        return records.live_filter(now or self.now(), self.legacy)
+    def _live(self) -> dict[str, Any]:
+        return records.live_filter(self.now(), self.legacy)
 
     def get_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
         query = {"user_id": records.check_user_id(user_id), **self._live()}
         docs = yield Find(query)
-        return records.sorted_newest_first([records.normalize(d, self.legacy) for d in docs])
+        return [record for record, _ in records.newest_first(docs, self.legacy)]
 
     def get_file(self, file_id: str, user_id: int | None) -> Plan[dict[str, Any] | None]:
         query = {**records.owner_filter(file_id, user_id), **self._live()}
@@ -145,8 +160,8 @@ class FileOps:
         keep = self.settings.max_files_per_user - 1
         over = records.newest_first(others, self.legacy)[keep:]
         evicted = []
-        for doc in over:
-            gone = yield Call("find_one_and_delete", ({"_id": doc["_id"]},), {"projection": {"_id": 0}})
+        for _, document_id in over:
+            gone = yield Call("find_one_and_delete", ({"_id": document_id},))
             if gone is not None:
                 evicted.append(records.normalize(gone, self.legacy))
         return evicted
@@ -156,11 +171,7 @@ class FileOps:
         return bool(result.deleted_count)
 
     def take_file(self, file_id: str, user_id: int | None) -> Plan[dict[str, Any] | None]:
-        doc = yield Call(
-            "find_one_and_delete",
-            (records.owner_filter(file_id, user_id),),
-            {"projection": records.WITHOUT_ID},
-        )
+        doc = yield Call("find_one_and_delete", (records.owner_filter(file_id, user_id),))
         return None if doc is None else records.normalize(doc, self.legacy)
 
     def delete_all_user_files(self, user_id: int) -> Plan[list[dict[str, Any]]]:
@@ -169,7 +180,7 @@ class FileOps:
         if docs:
             # Only the records listed (and so reported) are deleted; one saved meanwhile stays.
             yield Call("delete_many", ({"_id": {"$in": [doc["_id"] for doc in docs]}},))
-        return [records.normalize(d, self.legacy) for d in records.newest_first(docs, self.legacy)]
+        return [record for record, _ in records.newest_first(docs, self.legacy)]
 
     def delete_expired_files(self) -> Plan[int]:
         result = yield Call("delete_many", (records.expired_filter(self.now(), self.legacy),))

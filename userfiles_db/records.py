@@ -22,8 +22,6 @@ from userfiles_db.config import Settings
 from userfiles_db.errors import ConfigurationError, InvalidFileData
 from userfiles_db.schema import CollectionSchema
 
-# Returned records never carry the driver's ObjectId.
-WITHOUT_ID: dict[str, int] = {"_id": 0}
 # The bot's legacy field names and their canonical ones.
 LEGACY_NAMES = {"uploaded_at": "created_at", "file_size": "size"}
 
@@ -267,32 +265,22 @@ def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]
     return out
 
 
-def _created(record: dict[str, Any]) -> dt.datetime:
-    created = record.get("created_at")
+def _created(pair: tuple[dict[str, Any], Any]) -> dt.datetime:
+    created = pair[0].get("created_at")
     return created if isinstance(created, dt.datetime) else _OLDEST
 
 
-def sorted_newest_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Normalised records by ``created_at``, newest first (unreadable ones last; stable)."""
-    return sorted(records, key=_created, reverse=True)
-
-
-def newest_first(documents: list[dict[str, Any]], legacy: LegacyTime) -> list[dict[str, Any]]:
-    """Stored ``documents`` sorted by creation time, newest first (``_id`` breaks ties; records
-    without a readable creation time count as the oldest).
+def newest_first(documents: list[dict[str, Any]], legacy: LegacyTime) -> list[tuple[dict[str, Any], Any]]:
+    """Stored ``documents`` as ``(normalised record, _id)`` pairs, newest first by creation time
+    (unreadable ones last; ties keep the server's order). The one ordering every operation uses:
+    listing, the limit's eviction choice, and delete-all.
 
     Sorted here rather than on the server: a user has few live records, and legacy records keep
     their creation time in a string under another name.
     """
-
-    def key(document: dict[str, Any]) -> tuple[dt.datetime, str]:
-        created = document.get("created_at", document.get("uploaded_at"))
-        if isinstance(created, str):
-            created = legacy.parse(created)
-        moment = as_utc(created) if isinstance(created, dt.datetime) else _OLDEST
-        return moment, str(document.get("_id", ""))
-
-    return sorted(documents, key=key, reverse=True)
+    pairs = [(normalize(document, legacy), document.get("_id")) for document in documents]
+    pairs.sort(key=_created, reverse=True)  # stable, also reversed
+    return pairs
 
 
 def eviction_candidates_filter(

@@ -27,7 +27,7 @@ _READS = frozenset(
     {"find", "find_one", "count_documents", "estimated_document_count", "distinct",
      "index_information", "list_indexes", "name", "full_name", "options"}
 )  # fmt: skip
-_DB_READS = frozenset({"name", "list_collection_names", "list_collections", "client"})
+_DB_READS = frozenset({"name", "list_collection_names", "list_collections"})
 
 
 class ReadOnlyCollection:
