@@ -129,17 +129,19 @@ def sweep(
     candidates: list[str] = []
     directories: list[tuple[str, float, list[str]]] = []  # bottom-up, with pre-sweep mtimes
     for dirpath, dirnames, filenames in os.walk(base, topdown=False, followlinks=False):
-        for name in dirnames + filenames:
+        for name in dirnames:  # not descended into when they are links (followlinks=False)
+            if os.path.islink(os.path.join(dirpath, name)):
+                report.skipped_symlinks.append(os.path.join(dirpath, name))
+        for name in filenames:
             path = os.path.join(dirpath, name)
             if os.path.islink(path):
                 report.skipped_symlinks.append(path)
-            elif name in filenames:
-                if path in claimed:
-                    report.kept_live += 1
-                elif os.lstat(path).st_mtime > cutoff:
-                    report.kept_young += 1
-                else:
-                    candidates.append(path)
+            elif path in claimed:
+                report.kept_live += 1
+            elif os.lstat(path).st_mtime > cutoff:
+                report.kept_young += 1
+            else:
+                candidates.append(path)
         if dirpath != str(base):
             directories.append((dirpath, os.lstat(dirpath).st_mtime, dirnames + filenames))
 

@@ -248,9 +248,9 @@ def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]
         # The hot path: a canonical record, whose only datetimes are these two.
         fast = dict(document)
         fast.pop("_id", None)
-        fast["created_at"] = created.replace(tzinfo=UTC) if created.tzinfo is None else as_utc(created)
+        fast["created_at"] = as_utc(created)
         if expires is not None:
-            fast["expires_at"] = expires.replace(tzinfo=UTC) if expires.tzinfo is None else as_utc(expires)
+            fast["expires_at"] = as_utc(expires)
         return fast
     out: dict[str, Any] = {"expires_at": None}
     for key, value in document.items():
