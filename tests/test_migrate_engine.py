@@ -350,3 +350,19 @@ def test_drift_reports_each_difference(real_db: Database[Any]) -> None:
         "user_files index user_id_1_expires_at_-1",
         "user_files index filename_1",
     ]
+
+
+def test_before_5_1_a_ttl_needs_an_allowed_rebuild(
+    real_db: Database[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server here is 6.0; pretend it is 5.0 to take the path older servers need.
+    monkeypatch.setattr(steps, "server_version", lambda db: (5, 0, 9))
+    real_db["user_files"].create_index("expires_at", name="expires_at_1")
+    spec = load_schema().index("expires_at_1")
+    with pytest.raises(
+        SchemaStepConflict, match=r"5\.0\.9 cannot turn the plain index .* allow_index_rebuild"
+    ):
+        steps.ensure_index(real_db, "user_files", spec)
+    assert "expireAfterSeconds" not in real_db["user_files"].index_information()["expires_at_1"]
+    assert steps.ensure_index(real_db, "user_files", spec, allow_rebuild=True) == "rebuilt"
+    assert real_db["user_files"].index_information()["expires_at_1"]["expireAfterSeconds"] == 0
