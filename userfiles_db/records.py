@@ -16,6 +16,7 @@ from typing import Any
 
 import bson
 from bson.errors import BSONError
+from bson.tz_util import utc as BSON_UTC
 
 from userfiles_db.clock import UTC, to_bson_time
 from userfiles_db.config import Settings
@@ -217,9 +218,15 @@ def prepare_save(
 
 
 def as_utc(value: Any) -> Any:
-    """A datetime as aware UTC (naive ones are UTC, as PyMongo reads them); anything else as is."""
+    """A datetime as aware UTC (naive ones are UTC, as PyMongo reads them); anything else as is.
+    One already in UTC (from a ``tz_aware`` client) is returned as it is: no copy."""
     if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        zone = value.tzinfo
+        if zone is None:
+            return value.replace(tzinfo=UTC)
+        if zone is UTC or zone is BSON_UTC:
+            return value
+        return value.astimezone(UTC)
     return value
 
 
