@@ -25,7 +25,7 @@ from userfiles_db.schema import load_schema
 
 REAL_SERVER_FIXTURES = {
     "mongod", "mongo_client", "real_db", "real_user_files_db", "replica_set", "async_client",
-    "strict_mongod",
+    "strict_mongod", "motor_client",
 }  # fmt: skip
 
 
@@ -192,10 +192,23 @@ class Backend:
     make: Callable[..., Any]
 
 
-@pytest.fixture(params=["mongomock", "mongod", "mongod-async"])
+@pytest.fixture(scope="session")
+def motor_client(mongod: LocalMongod, event_loop_thread: EventLoopThread) -> Iterator[Any]:
+    """The bot's current driver, Motor, on the test loop."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    async def connect() -> Any:
+        return AsyncIOMotorClient(mongod.uri)
+
+    client = event_loop_thread.run(connect())
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["mongomock", "mongod", "mongod-async", "mongod-motor"])
 def backend(request: pytest.FixtureRequest) -> Backend:
-    """The shared behavioural tests run three times: sync API on mongomock, sync API on the real
-    server, async API (``AsyncMongoClient``) on the real server."""
+    """The shared behavioural tests run four times: sync API on mongomock, sync API on the real
+    server, async API on the real server through ``AsyncMongoClient`` and through Motor."""
     if request.param == "mongomock":
         db: Database[Any] = request.getfixturevalue("mock_db")
         create_indexes(db["user_files"], load_schema())
@@ -204,5 +217,6 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "mongod":
         return Backend(request.param, db, lambda **kw: UserFiles(db, **kw))
     loop: EventLoopThread = request.getfixturevalue("event_loop_thread")
-    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("async_client")
+    fixture = "async_client" if request.param == "mongod-async" else "motor_client"
+    client: Any = request.getfixturevalue(fixture)
     return Backend(request.param, db, lambda **kw: SyncOverAsync(AsyncUserFiles(client[db.name], **kw), loop))
