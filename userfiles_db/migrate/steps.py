@@ -325,36 +325,16 @@ class Conversion:
 def _date_from(expression: Any, timezone: str) -> dict[str, Any]:
     # A string becomes a date (naive strings read in `timezone`); an unparseable string, null, a
     # date or a missing field stays as it is.
-    return {
-        "$cond": [
-            {"$eq": [{"$type": expression}, "string"]},
-            {
-                "$dateFromString": {
-                    "dateString": expression,
-                    "timezone": timezone,
-                    "onError": expression,
-                }
-            },
-            expression,
-        ]
-    }
+    converted = {"$dateFromString": {"dateString": expression, "timezone": timezone, "onError": expression}}
+    return {"$cond": [{"$eq": [{"$type": expression}, "string"]}, converted, expression]}
 
 
 def _string_from(expression: Any, timezone: str) -> dict[str, Any]:
     # The legacy writer's format, datetime.isoformat() of a naive local time (BSON keeps ms).
-    return {
-        "$cond": [
-            {"$eq": [{"$type": expression}, "date"]},
-            {
-                "$dateToString": {
-                    "date": expression,
-                    "format": "%Y-%m-%dT%H:%M:%S.%L000",
-                    "timezone": timezone,
-                }
-            },
-            expression,
-        ]
+    converted = {
+        "$dateToString": {"date": expression, "format": "%Y-%m-%dT%H:%M:%S.%L000", "timezone": timezone}
     }
+    return {"$cond": [{"$eq": [{"$type": expression}, "date"]}, converted, expression]}
 
 
 LEGACY_RECORDS: dict[str, Any] = {
@@ -377,32 +357,35 @@ CANONICAL_RECORDS: dict[str, Any] = {
 }
 
 
-def legacy_to_canonical(timezone: str) -> list[dict[str, Any]]:
-    """The update pipeline that turns one legacy record (the bot's current writer) canonical."""
+def _reshape(to_legacy: bool, timezone: str) -> list[dict[str, Any]]:
+    # One record's fields under the other shape's names, dates converted; whichever name holds a
+    # value is read, so a half-converted record (both shapes' fields) is handled too.
+    created, size = ("uploaded_at", "file_size") if to_legacy else ("created_at", "size")
+    convert = _string_from if to_legacy else _date_from
     return [
         {
             "$set": {
-                "created_at": _date_from({"$ifNull": ["$created_at", "$uploaded_at"]}, timezone),
-                "size": {"$ifNull": ["$size", "$file_size"]},
-                "expires_at": _date_from("$expires_at", timezone),
+                created: convert({"$ifNull": ["$created_at", "$uploaded_at"]}, timezone),
+                size: {"$ifNull": ["$size", "$file_size"]},
+                "expires_at": convert("$expires_at", timezone),
             }
         },
-        {"$unset": ["uploaded_at", "file_size"]},
+        {
+            "$unset": [
+                n for n in ("created_at", "size", "uploaded_at", "file_size") if n not in (created, size)
+            ]
+        },
     ]
+
+
+def legacy_to_canonical(timezone: str) -> list[dict[str, Any]]:
+    """The update pipeline that turns one legacy record (the bot's current writer) canonical."""
+    return _reshape(to_legacy=False, timezone=timezone)
 
 
 def canonical_to_legacy(timezone: str) -> list[dict[str, Any]]:
     """The inverse pipeline (dates back to ISO strings, lossy below the millisecond)."""
-    return [
-        {
-            "$set": {
-                "uploaded_at": _string_from({"$ifNull": ["$created_at", "$uploaded_at"]}, timezone),
-                "file_size": {"$ifNull": ["$size", "$file_size"]},
-                "expires_at": _string_from("$expires_at", timezone),
-            }
-        },
-        {"$unset": ["created_at", "size"]},
-    ]
+    return _reshape(to_legacy=True, timezone=timezone)
 
 
 def batched_update(
