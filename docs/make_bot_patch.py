@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the edits quote the bot's lines verbatim
 """Regenerates docs/bot-integration.patch: the integration guide's edits to the bot's own files.
 
 Run from the repository root with the bot's files beside it (../shared/bot-reference, or a checkout
@@ -30,26 +31,29 @@ EDITS: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "        # User files indexes for code interpreter (48-hour expiration)\n"
-            "        await self.db.user_files.create_index([(\"user_id\", 1), (\"expires_at\", -1)])\n"
-            "        await self.db.user_files.create_index(\"file_id\", unique=True)\n"
-            "        await self.db.user_files.create_index(\"expires_at\")  # For cleanup queries\n",
+            '        await self.db.user_files.create_index([("user_id", 1), ("expires_at", -1)])\n'
+            '        await self.db.user_files.create_index("file_id", unique=True)\n'
+            '        await self.db.user_files.create_index("expires_at")  # For cleanup queries\n',
             "        # user_files indexes (expires_at_1 is a TTL index) are created by `userfiles-migrate up`.\n",
         ),
-        ("DELETE-FROM:    # User files management methods for code interpreter\n", "    async def close(self):"),
+        (
+            "DELETE-FROM:    # User files management methods for code interpreter\n",
+            "    async def close(self):",
+        ),
     ],
     "src/utils/code_interpreter.py": [
         (
             "    async def save_file(self, user_id: int, file_data: bytes, filename: str, \n"
             "                       file_type: str = None) -> Dict[str, Any]:\n",
             "    async def save_file(self, user_id: int, file_data: bytes, filename: str, \n"
-            "                       file_type: str = None, origin: str = \"upload\") -> Dict[str, Any]:\n",
+            '                       file_type: str = None, origin: str = "upload") -> Dict[str, Any]:\n',
         ),
         (
             "            if self.db:\n"
             "                # Use update_one with upsert to avoid duplicate key errors\n"
             "                await self.db.db.user_files.update_one(\n"
-            "                    {\"file_id\": file_id},\n"
-            "                    {\"$set\": metadata},\n"
+            '                    {"file_id": file_id},\n'
+            '                    {"$set": metadata},\n'
             "                    upsert=True\n"
             "                )\n",
             "            if self.db:\n"
@@ -58,19 +62,19 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "                await self.db.add_user_file(metadata, origin=origin)\n",
         ),
         (
-            "            query = {\"user_id\": user_id}\n"
+            '            query = {"user_id": user_id}\n'
             "            if not include_expired and FILE_EXPIRATION_HOURS != -1:\n"
             "                # Only check expiration if files expire\n"
-            "                query[\"expires_at\"] = {\"$gt\": datetime.now().isoformat()}\n"
+            '                query["expires_at"] = {"$gt": datetime.now().isoformat()}\n'
             "            files = await self.db.db.user_files.find(query).to_list(length=100)\n"
             "            return files\n",
             "            return await self.db.list_user_files(user_id)\n",
         ),
         (
             "        try:\n"
-            "            query = {\"file_id\": file_id}\n"
+            '            query = {"file_id": file_id}\n'
             "            if user_id:\n"
-            "                query[\"user_id\"] = user_id\n"
+            '                query["user_id"] = user_id\n'
             "            file_meta = await self.db.db.user_files.find_one(query)\n"
             "            if file_meta:\n"
             "                # Check expiration only if files expire (FILE_EXPIRATION_HOURS != -1)\n"
@@ -78,11 +82,11 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "                if expires_at and FILE_EXPIRATION_HOURS != -1:\n"
             "                    expires_dt = datetime.fromisoformat(expires_at)\n"
             "                    if datetime.now() > expires_dt:\n"
-            "                        logger.info(f\"File {file_id} has expired\")\n"
+            '                        logger.info(f"File {file_id} has expired")\n'
             "                        return None\n"
             "            return file_meta\n"
             "        except Exception as e:\n"
-            "            logger.error(f\"Error getting file: {e}\")\n"
+            '            logger.error(f"Error getting file: {e}")\n'
             "            return None\n",
             "        # Live records only, the owner's when user_id is given; raises if the database is down.\n"
             "        return await self.db.get_user_file(file_id, user_id)\n",
@@ -96,23 +100,23 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "            if file_path.exists():\n"
             "                file_path.unlink()\n"
             "            if self.db:\n"
-            "                await self.db.db.user_files.delete_one({\"file_id\": file_id})\n"
-            "            logger.info(f\"Deleted file {file_id}\")\n"
+            '                await self.db.db.user_files.delete_one({"file_id": file_id})\n'
+            '            logger.info(f"Deleted file {file_id}")\n'
             "            return True\n"
             "        except Exception as e:\n"
-            "            logger.error(f\"Error deleting file: {e}\")\n"
+            '            logger.error(f"Error deleting file: {e}")\n'
             "            return False\n",
             "        if not self.db:\n"
             "            return False\n"
             "        # The record first, then its file (unless another live record uses the path).\n"
             "        result = await self.db.remove_user_file(file_id, user_id)\n"
-            "        return result[\"success\"]\n",
+            '        return result["success"]\n',
         ),
         (
             "            current_time = datetime.now().isoformat()\n"
             "            if self.db:\n"
             "                expired_files = await self.db.db.user_files.find({\n"
-            "                    \"expires_at\": {\"$lt\": current_time}\n"
+            '                    "expires_at": {"$lt": current_time}\n'
             "                }).to_list(length=1000)\n"
             "            else:\n"
             "                expired_files = []\n"
@@ -125,7 +129,7 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "                        file_path.unlink()\n"
             "                        deleted_count += 1\n"
             "                    except Exception as e:\n"
-            "                        logger.warning(f\"Failed to delete {file_path}: {e}\")\n"
+            '                        logger.warning(f"Failed to delete {file_path}: {e}")\n'
             "                if self.db:\n"
             "                    await self.db.db.user_files.delete_one({\"file_id\": file_meta['file_id']})\n",
             "            # The TTL index deletes expired records on the server; this is the fallback. Their\n"
@@ -144,7 +148,7 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "                            file_data=file_data,\n"
             "                            filename=file_name,\n"
             "                            file_type=file_type,\n"
-            "                            origin=\"generated\"\n"
+            '                            origin="generated"\n'
             "                        )\n",
         ),
         (
@@ -156,29 +160,29 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "        db = db_handler.db if hasattr(db_handler, 'db') else db_handler.get_database()\n"
             "        \n"
             "        # Query all files for this user\n"
-            "        cursor = db.user_files.find({\"user_id\": user_id})\n"
+            '        cursor = db.user_files.find({"user_id": user_id})\n'
             "        files = await cursor.to_list(length=None)\n"
             "        \n"
             "        # Remove MongoDB _id for cleaner output\n"
             "        for file in files:\n"
             "            file.pop('_id', None)\n"
             "        \n"
-            "        logger.info(f\"Listed {len(files)} files for user {user_id}\")\n"
+            '        logger.info(f"Listed {len(files)} files for user {user_id}")\n'
             "        return files\n"
             "        \n"
             "    except Exception as e:\n"
-            "        logger.error(f\"Error listing user files: {e}\")\n"
+            '        logger.error(f"Error listing user files: {e}")\n'
             "        return []\n",
             "    # Live files, newest first, with the fields /files reads; raises if the database is down\n"
-            "    # (so /files says so instead of \"You don't have any files\").\n"
+            '    # (so /files says so instead of "You don\'t have any files").\n'
             "    return await db_handler.list_user_files(user_id)\n",
         ),
         (
             "    try:\n"
             "        db = db_handler.db if hasattr(db_handler, 'db') else db_handler.get_database()\n"
             "        file_meta = await db.user_files.find_one({\n"
-            "            \"file_id\": file_id,\n"
-            "            \"user_id\": user_id\n"
+            '            "file_id": file_id,\n'
+            '            "user_id": user_id\n'
             "        })\n"
             "        \n"
             "        if file_meta:\n"
@@ -189,7 +193,7 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "        return None\n"
             "        \n"
             "    except Exception as e:\n"
-            "        logger.error(f\"Error getting file metadata: {e}\")\n"
+            '        logger.error(f"Error getting file metadata: {e}")\n'
             "        return None\n",
             "    return await db_handler.get_user_file(file_id, user_id)\n",
         ),
@@ -200,8 +204,8 @@ EDITS: dict[str, list[tuple[str, str]]] = {
         (
             "INSERT-BEFORE:async def delete_all_user_files(",
             "    if not db_handler:\n"
-            "        return {\"success\": False, \"error\": \"no database\"}\n"
-            "    # The record first, then its file; {\"success\": False, \"error\": ...} when it is not the\n"
+            '        return {"success": False, "error": "no database"}\n'
+            '    # The record first, then its file; {"success": False, "error": ...} when it is not the\n'
             "    # user's, or when the database is unavailable.\n"
             "    return await db_handler.remove_user_file(file_id, user_id)\n\n\n",
         ),
@@ -212,9 +216,9 @@ EDITS: dict[str, list[tuple[str, str]]] = {
         (
             "APPEND:",
             "    if not db_handler:\n"
-            "        return {\"success\": False, \"error\": \"no database\", \"deleted_count\": 0}\n"
-            "    # Every record of the user, then their files: {\"success\", \"deleted_count\", ...}, or\n"
-            "    # {\"success\": False, \"error\": ...} when the database is unavailable.\n"
+            '        return {"success": False, "error": "no database", "deleted_count": 0}\n'
+            '    # Every record of the user, then their files: {"success", "deleted_count", ...}, or\n'
+            '    # {"success": False, "error": ...} when the database is unavailable.\n'
             "    return await db_handler.reset_user_files(user_id)\n",
         ),
     ],
@@ -230,7 +234,7 @@ EDITS: dict[str, list[tuple[str, str]]] = {
             "                from src.utils.code_interpreter import delete_file\n"
             "                await delete_file(oldest_file['file_id'], user_id, self.db)\n"
             "                logging.info(f\"Deleted oldest file {oldest_file['file_id']} for user {user_id} "
-            "(limit: {MAX_FILES_PER_USER})\")\n"
+            '(limit: {MAX_FILES_PER_USER})")\n'
             "            \n",
             "            # The per-user limit (MAX_FILES_PER_USER) is held by userfiles_db on every save,\n"
             "            # after the upload succeeded, even for concurrent uploads.\n"

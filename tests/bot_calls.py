@@ -59,7 +59,12 @@ class OldBot:
         await self.db.user_files.update_one({"file_id": metadata["file_id"]}, {"$set": metadata}, upsert=True)
 
     async def save_file(
-        self, user_id: int, file_data: bytes, filename: str, file_type: str | None = None, origin: str = "upload"
+        self,
+        user_id: int,
+        file_data: bytes,
+        filename: str,
+        file_type: str | None = None,
+        origin: str = "upload",
     ) -> dict[str, Any]:
         """FileManager.save_file: the file on disk first, then its record (uploads and generated
         files alike)."""
@@ -114,7 +119,9 @@ class OldBot:
     async def list_user_files(self, user_id: int) -> list[dict[str, Any]]:
         """list_user_files (the second definition, the one /files gets)."""
         try:
-            files: list[dict[str, Any]] = await self.db.user_files.find({"user_id": user_id}).to_list(length=None)
+            files: list[dict[str, Any]] = await self.db.user_files.find({"user_id": user_id}).to_list(
+                length=None
+            )
             for file in files:
                 file.pop("_id", None)
             return files

@@ -17,7 +17,9 @@ from userfiles_db.compat import UserFilesMixin
 REPO = Path(__file__).resolve().parent.parent
 PATCH = REPO / "docs" / "bot-integration.patch"
 BOT = REPO.parent / "shared" / "bot-reference"
-needs_bot = pytest.mark.skipif(not (BOT / "src").is_dir(), reason="../shared/bot-reference is not beside the repo")
+needs_bot = pytest.mark.skipif(
+    not (BOT / "src").is_dir(), reason="../shared/bot-reference is not beside the repo"
+)
 
 
 @needs_bot
@@ -37,9 +39,15 @@ def test_the_patch_applies_to_the_bots_files_and_they_compile(tmp_path: Path) ->
     shutil.copytree(BOT, copy)
     for path in copy.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    done = subprocess.run(["patch", "-p1", "--forward"], input=PATCH.read_bytes(), cwd=copy, capture_output=True)
+    done = subprocess.run(
+        ["patch", "-p1", "--forward"], input=PATCH.read_bytes(), cwd=copy, capture_output=True
+    )
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
-    for name in ("src/database/db_handler.py", "src/utils/code_interpreter.py", "src/module/message_handler.py"):
+    for name in (
+        "src/database/db_handler.py",
+        "src/utils/code_interpreter.py",
+        "src/module/message_handler.py",
+    ):
         py_compile.compile(str(copy / name), doraise=True)
     handler = (copy / "src/database/db_handler.py").read_text()
     assert "class DatabaseHandler(UserFilesMixin):" in handler
@@ -54,6 +62,12 @@ def test_the_patch_calls_only_methods_the_mixin_has() -> None:
     called = set()
     for line in added:
         called |= set(re.findall(r"(?:self\.db|db_handler)\.([a-z_]+)\(", line))
-    assert called >= {"add_user_file", "get_user_file", "list_user_files", "remove_user_file", "reset_user_files"}
+    assert called >= {
+        "add_user_file",
+        "get_user_file",
+        "list_user_files",
+        "remove_user_file",
+        "reset_user_files",
+    }
     missing = sorted(name for name in called if not callable(getattr(UserFilesMixin, name, None)))
     assert not missing, f"the patch calls {missing}, which UserFilesMixin does not have"

@@ -48,7 +48,9 @@ def local_zone(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def migrate(db: Database[Any], zone: str, action: str, target: str | None = None) -> None:
     """``migrate.py up/down --to TARGET`` with the legacy zone set to the bot's zone."""
-    runner = Runner(db, discover(bundled_migrations()), EngineOptions(migration_options={"legacy_timezone": zone}))
+    runner = Runner(
+        db, discover(bundled_migrations()), EngineOptions(migration_options={"legacy_timezone": zone})
+    )
     if action == "up":
         runner.up(target)
     else:
@@ -67,7 +69,7 @@ async def check_bot(bot: OldBot, user: int, label: str) -> str:
     assert isinstance(rows, list), (bot.version, rows)
     mine = [row for row in rows if row[0] == f"{label}.csv"]
     assert mine, (bot.version, rows)
-    name, size, uploaded_str, expires = mine[0]
+    _name, size, uploaded_str, expires = mine[0]
     assert size == "3.1 KB", (bot.version, rows)  # 3,200 bytes, never "0 B"
     shown = datetime.strptime(uploaded_str, "%Y-%m-%d %H:%M")  # the bot's local time, not UTC
     assert abs(shown - datetime.now()) < timedelta(minutes=2), (bot.version, rows)
@@ -77,7 +79,8 @@ async def check_bot(bot: OldBot, user: int, label: str) -> str:
     paths = await bot.code_interpreter_paths(user)
     assert file_id in paths, (bot.version, paths)
     loaded = await bot.load_file(file_id, user)
-    assert loaded["success"] and loaded["file_size"] == 3200, (bot.version, loaded)
+    assert loaded["success"], (bot.version, loaded)
+    assert loaded["file_size"] == 3200, (bot.version, loaded)
     assert await bot.get_file(file_id, user + 1) is None  # owner-scoped
     return file_id
 
@@ -107,13 +110,18 @@ async def check_reset(bot: OldBot, user: int) -> None:
 async def sees(bot: OldBot, user: int, file_id: str) -> None:
     """``bot`` lists, sizes, dates and opens a file another version wrote."""
     rows = await bot.files_command(user)
-    assert isinstance(rows, list) and all(r[1] != "0 B" and r[2] != "Unknown" for r in rows), rows
+    assert isinstance(rows, list), rows
+    assert all(r[1] != "0 B" and r[2] != "Unknown" for r in rows), rows
     assert file_id in await bot.code_interpreter_paths(user), (bot.version, file_id)
     assert (await bot.load_file(file_id, user))["success"]
 
 
 async def test_every_stage_of_the_rollout_and_the_rollback(
-    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path, local_zone: str, monkeypatch: pytest.MonkeyPatch
+    mongod: LocalMongod,
+    real_db: Database[Any],
+    tmp_path: Path,
+    local_zone: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from motor.motor_asyncio import AsyncIOMotorClient
 

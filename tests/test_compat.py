@@ -112,14 +112,21 @@ async def test_the_bots_flow_end_to_end(mongod: LocalMongod, migrated: Database[
 
     # /reset: every record and file of the user, the bot's dict.
     result = await handler.reset_user_files(user)
-    assert result == {"success": True, "deleted_count": 19, "failed_count": 0, "message": "Deleted 19 file(s)"}
+    assert result == {
+        "success": True,
+        "deleted_count": 19,
+        "failed_count": 0,
+        "message": "Deleted 19 file(s)",
+    }
     assert await handler.get_user_files(user) == []
     assert list((root / str(user)).iterdir()) == []
     assert (await handler.reset_user_files(user))["deleted_count"] == 0
     await client.close()
 
 
-async def test_charts_never_evict_uploads(mongod: LocalMongod, migrated: Database[Any], tmp_path: Path) -> None:
+async def test_charts_never_evict_uploads(
+    mongod: LocalMongod, migrated: Database[Any], tmp_path: Path
+) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.uri)
     handler = DatabaseHandler(client[migrated.name], tmp_path, max_files_per_user=3)
     data = [upload(tmp_path, 8, n) for n in range(3)]
@@ -189,9 +196,11 @@ async def test_with_the_server_down_failures_reach_the_user_in_bounded_time(tmp_
         await handler.add_user_file(record)
     assert not Path(record["file_path"]).exists()  # reported as a failed upload, its file removed
     removed = await handler.remove_user_file("x", 1)
-    assert removed["success"] is False and "unavailable" in removed["error"]
+    assert removed["success"] is False
+    assert "unavailable" in removed["error"]
     reset = await handler.reset_user_files(1)
-    assert reset["success"] is False and "unavailable" in reset["error"]  # not "No files to delete"
+    assert reset["success"] is False
+    assert "unavailable" in reset["error"]
     assert time.monotonic() - started < 20  # bounded by timeout_seconds, not the driver's 30 s
     await client.close()
 
@@ -216,7 +225,8 @@ def test_the_bot_view_is_what_the_bots_callers_read(monkeypatch: pytest.MonkeyPa
         view = bot_view({"file_id": "f", "size": 2048, "created_at": created, "expires_at": None})
         assert view["uploaded_at"] == "2026-01-15T12:00:00"  # naive local, as datetime.now() makes
         assert view["expires_at"] is None
-        assert view["file_size"] == 2048 and view["origin"] == "upload"
+        assert view["file_size"] == 2048
+        assert view["origin"] == "upload"
         assert view["created_at"] == created  # canonical fields stay
         assert local_zone_name() == "America/New_York"
         assert local_zone_name({"TZ": ":Asia/Tokyo"}) == "Asia/Tokyo"
@@ -226,7 +236,9 @@ def test_the_bot_view_is_what_the_bots_callers_read(monkeypatch: pytest.MonkeyPa
         time.tzset()
 
 
-async def test_seed_methods_on_the_real_server(mongod: LocalMongod, migrated: Database[Any], tmp_path: Path) -> None:
+async def test_seed_methods_on_the_real_server(
+    mongod: LocalMongod, migrated: Database[Any], tmp_path: Path
+) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.uri)
     handler = DatabaseHandler(client[migrated.name], tmp_path)
     record = upload(tmp_path, 7, 1)
@@ -241,4 +253,3 @@ async def test_seed_methods_on_the_real_server(mongod: LocalMongod, migrated: Da
         await handler.save_user_file({"file_id": ""})
     assert migrated["user_files"].count_documents({}) == 0
     await client.close()
-
