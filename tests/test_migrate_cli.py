@@ -36,45 +36,46 @@ def run(mongod: LocalMongod, real_db: Database[Any], tmp_path: Path) -> Any:
     return invoke
 
 
-def test_up_status_check_down(run: Any, real_db: Database[Any]) -> None:
+def test_up_status_check_down(run: Any, real_db: Database[Any], mongod: LocalMongod) -> None:
     result = run("status", "--check")
     assert result.exit_code == 3, result.output
-    assert result.output.splitlines()[-1] == f"Database {real_db.name}: 0 applied, 4 pending."
+    assert result.stderr.splitlines()[0] == f"Database {real_db.name} on {mongod.uri}"
+    assert result.stdout.splitlines()[-1] == f"Database {real_db.name}: 0 applied, 4 pending."
     assert real_db.list_collection_names() == []  # read-only
 
     result = run("up")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-2:] == [
+    assert result.stdout.splitlines()[-2:] == [
         "Applied 4 migration(s).",
         f"Database {real_db.name}: 4 applied, 0 pending.",
     ]
 
     result = run("status", "--check")
     assert result.exit_code == 0, result.output
-    assert [line.split()[:2] for line in result.output.splitlines()[:4]] == [
+    assert [line.split()[:2] for line in result.stdout.splitlines()[:4]] == [
         ["applied", i] for i in BUNDLED_IDS
     ]
 
     result = run("check")
-    assert (result.exit_code, result.output) == (
+    assert (result.exit_code, result.stdout) == (
         0, "No drift: the collection matches the declared schema.\n"
     )  # fmt: skip
 
     result = run("up")
-    assert (result.exit_code, result.output) == (
+    assert (result.exit_code, result.stdout) == (
         0, f"Nothing to apply: the database is up to date.\nDatabase {real_db.name}: 4 applied, 0 pending.\n"
     )  # fmt: skip
 
     result = run("down", "--to", "base")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == "Undid 4 migration(s)."
+    assert result.stdout.splitlines()[-1] == "Undid 4 migration(s)."
 
 
 def test_status_json(run: Any) -> None:
     run("up", "--to", "0002_adopt_legacy_records")
     result = run("status", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert [a["id"] for a in data["applied"]] == BUNDLED_IDS[:2]
     assert all(len(a["checksum"]) == 64 and a["applied_at"].endswith("+00:00") for a in data["applied"])
     assert data["pending"] == [
@@ -88,7 +89,7 @@ def test_check_reports_drift_with_exit_4(run: Any, real_db: Database[Any]) -> No
     real_db["user_files"].drop_index("user_id_1_expires_at_-1")
     result = run("check")
     assert result.exit_code == 4
-    assert result.output.startswith("drift: user_files index user_id_1_expires_at_-1: declared")
+    assert result.stdout.startswith("drift: user_files index user_id_1_expires_at_-1: declared")
 
 
 def test_an_edited_migration_exits_4_naming_the_file(run: Any, tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ def test_lock_timeout_exits_5(run: Any, real_db: Database[Any], tmp_path: Path) 
     result = run("up")
     assert result.exit_code == 5
     assert "held by run other on host pod-1" in result.output
-    assert run("unlock").output == "Released the lock of run other on host pod-1.\n"
+    assert run("unlock").stdout == "Released the lock of run other on host pod-1.\n"
     assert run("up").exit_code == 0
 
 
@@ -133,7 +134,9 @@ def test_unreachable_server_fails_fast_without_the_password(run: Any, tmp_path: 
     result = run("--uri", uri, "status")
     assert time.monotonic() - started < 5
     assert result.exit_code == 1
-    assert result.output.startswith("Error: cannot reach MongoDB at mongodb://bot:***@127.0.0.1:")
+    assert result.stderr.splitlines()[1].startswith(
+        "Error: cannot reach MongoDB at mongodb://bot:***@127.0.0.1:"
+    )
     assert "s3cret-pw" not in result.output
 
 
@@ -143,8 +146,8 @@ def test_unreachable_server_fails_fast_without_the_password(run: Any, tmp_path: 
         ("uri: [unclosed", "is not valid YAML"),
         ("- a list\n", "expected a mapping of settings"),
         ("colour: blue\n", "unknown setting(s) ['colour']"),
-        ("transactions: sometimes\n", "transactions must be one of"),
-        ("lock_timeout_seconds: -1\n", "lock_timeout_seconds must be a positive number"),
+        ("transactions: sometimes\n", "must be one of auto, never, always, got 'sometimes'"),
+        ("lock_timeout_seconds: -1\n", "must be a positive, finite number of seconds, got -1"),
     ],
 )
 def test_a_bad_config_file_exits_2(run: Any, tmp_path: Path, content: str, message: str) -> None:
@@ -159,7 +162,7 @@ def test_a_missing_config_file_exits_2(run: Any) -> None:
     result = run("--config", "nope.yaml", "status")
     assert (result.exit_code, result.output) == (
         2,
-        "Error: config file 'nope.yaml' does not exist\n",
+        "Error: config file 'nope.yaml' does not exist (--config)\n",
     )
 
 
@@ -171,7 +174,7 @@ def test_flags_beat_environment_beats_file(mongod: LocalMongod, tmp_path: Path) 
     assert state.settings().db == "from_flag"
     assert State(environ={}, cwd=tmp_path).settings().db == "from_file"
     (tmp_path / "migrate.yaml").write_text("uri: mongodb://127.0.0.1:1/from_uri\n")
-    assert State(environ={}, cwd=tmp_path).settings().db == "from_uri"
+    assert State(environ={}, cwd=tmp_path).settings().db == "chatgpt_discord_bot"  # never the URI's
     (tmp_path / "migrate.yaml").write_text("uri: mongodb://127.0.0.1:1/\n")
     assert State(environ={}, cwd=tmp_path).settings().db == "chatgpt_discord_bot"
 
@@ -180,7 +183,7 @@ def test_new_creates_the_next_migration_from_the_template(run: Any, tmp_path: Pa
     folder = tmp_path / "m"
     marker_migration(folder, "0007_x")
     result = run("--migrations", str(folder), "new", "add_checksum")
-    assert result.output == f"Created {folder / '0008_add_checksum.py'}\n"
+    assert result.stdout == f"Created {folder / '0008_add_checksum.py'}\n"
     text = (folder / "0008_add_checksum.py").read_text()
     assert text.startswith('"""Add checksum.')
     assert "def up(db: Any) -> None:" in text
