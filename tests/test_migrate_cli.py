@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -196,3 +199,142 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
         assert command.help, name
         assert "Example:" in command.help, name
         assert f"migrate.py {name}" in readme or f"`{name}" in readme, name
+
+
+def test_the_target_comes_first_and_the_uri_database_is_ignored(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path
+) -> None:
+    uri = f"mongodb://127.0.0.1:{mongod.port}/myFirstDatabase?directConnection=true"
+    ignored = "(the URI's database 'myFirstDatabase' is ignored: it is only the driver's auth source)"
+    result = CliRunner().invoke(
+        cli, ["up"], obj=State(environ={"MONGODB_URI": uri, "MONGODB_DB": real_db.name}, cwd=tmp_path)
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == f"Database {real_db.name} on {uri} {ignored}"
+    assert "user_files" in real_db.list_collection_names()
+    assert "myFirstDatabase" not in real_db.client.list_database_names()
+    # without --db or a variable: the bot's database, never the URI's (read-only: status)
+    result = CliRunner().invoke(cli, ["status"], obj=State(environ={"MONGODB_URI": uri}, cwd=tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == f"Database chatgpt_discord_bot on {uri} {ignored}"
+    assert result.stdout.splitlines()[-1].startswith("Database chatgpt_discord_bot: ")
+
+
+def test_every_command_takes_json(run: Any, real_db: Database[Any], tmp_path: Path) -> None:
+    def stdout_json(*args: str, code: int = 0) -> dict[str, Any]:
+        result = run(*args)
+        assert result.exit_code == code, result.output
+        data: dict[str, Any] = json.loads(result.stdout)  # one object, nothing else
+        assert (data["ok"], data["exit_code"]) == (code == 0, code)
+        return data
+
+    planned = stdout_json("up", "--dry-run", "--json", code=3)
+    assert list(planned["planned"]) == BUNDLED_IDS
+    assert planned["applied"] == []
+    assert real_db.list_collection_names() == []
+    up = stdout_json("up", "--to", "0002_adopt_legacy_records", "--json")
+    assert (up["command"], up["database"], up["applied"]) == ("up", real_db.name, BUNDLED_IDS[:2])
+    assert [a["id"] for a in up["status"]["applied"]] == BUNDLED_IDS[:2]
+    assert stdout_json("status", "--json", "--check", code=3)["pending"][0]["id"] == BUNDLED_IDS[2]
+    assert stdout_json("check", "--json", code=4)["drift"]  # half migrated: TTL and validator missing
+    assert stdout_json("down", "--json")["undone"] == [BUNDLED_IDS[1]]
+    assert stdout_json("stamp", "0001_create_user_files", "--json")["stamped"] == []
+    assert stdout_json("unlock", "--json")["released"] is None
+    created = stdout_json("--migrations", str(tmp_path / "m"), "new", "x", "--json")["created"]
+    assert created == str(tmp_path / "m" / "0001_x.py")
+    failed = stdout_json("up", "--to", "9999_nope", "--json", code=2)
+    assert "9999_nope" in failed["error"]
+
+
+def test_logs_go_to_stderr_as_json_lines(run: Any, real_db: Database[Any]) -> None:
+    result = run("--log-format", "json", "up", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["applied"] == BUNDLED_IDS
+    logs = [json.loads(line) for line in result.stderr.splitlines()]
+    assert logs[0]["level"] == "notice"
+    assert (logs[0]["database"], logs[0]["embedded"]) == (real_db.name, False)
+    messages = [log["message"] for log in logs]
+    assert messages[1].startswith("0001_create_user_files: ")  # the runner's steps, as logs
+    assert all(log["time"].endswith("+00:00") for log in logs)
+
+
+def test_quiet_and_verbose(run: Any, real_db: Database[Any]) -> None:
+    result = run("-q", "up")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "Applied 4 migration(s).",
+        f"Database {real_db.name}: 4 applied, 0 pending.",
+    ]
+    assert len(result.stderr.splitlines()) == 1  # the target only
+    result = run("-v", "status")
+    assert "setting db from MONGODB_DB" in result.stderr
+    assert "setting db" not in run("status").stderr
+
+
+def test_dry_run_exits_3_when_a_migration_would_run(run: Any) -> None:
+    result = run("up", "--dry-run")
+    assert result.exit_code == 3, result.output
+    assert "Dry run: 4 migration(s) would run; nothing was written." in result.stdout
+    assert run("up").exit_code == 0
+    result = run("up", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Dry run: 0 migration(s) would run; nothing was written." in result.stdout
+
+
+def test_the_lock_timeout_is_reported_in_json_too(run: Any, real_db: Database[Any], tmp_path: Path) -> None:
+    real_db["migrations_lock"].insert_one(
+        {"_id": "lock", "owner": "other", "host": "pod-1", "expires_at": dt.datetime(2100, 1, 1)}
+    )
+    (tmp_path / "migrate.yaml").write_text("lock_timeout_seconds: 0.2\nlock_poll_seconds: 0.1\n")
+    result = run("up", "--json")
+    assert result.exit_code == 5
+    data = json.loads(result.stdout)
+    assert (data["ok"], data["exit_code"]) == (False, 5)
+    assert "held by run other on host pod-1" in data["error"]
+
+
+REPO = Path(__file__).parent.parent
+
+
+def _run_program(*command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("USERFILES_", "MONGODB_"))}
+    return subprocess.run(
+        list(command), cwd=REPO, env={**environ, **(env or {})}, text=True, capture_output=True, timeout=60
+    )
+
+
+def test_help_says_the_name_it_was_run_as() -> None:
+    script = Path(sys.executable).parent / "userfiles-migrate"
+    runs = [
+        ((sys.executable, "migrate.py"), "migrate.py"),
+        ((sys.executable, "-m", "userfiles_db.cli"), "python -m userfiles_db.cli"),
+        ((str(script),), "userfiles-migrate"),
+    ]
+    for command, name in runs:
+        done = _run_program(*command, "up", "--help")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"Usage: {name} up [OPTIONS]"), done.stdout
+        assert f"Example: {name} up --to 0002_adopt_legacy_records" in done.stdout
+
+
+def test_python_m_userfiles_db_cli_runs_the_cli(mongod: LocalMongod, real_db: Database[Any]) -> None:
+    env = {"MONGODB_URI": mongod.uri, "MONGODB_DB": real_db.name}
+    done = _run_program(sys.executable, "-m", "userfiles_db.cli", "status", "--check", env=env)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines()[-1] == f"Database {real_db.name}: 0 applied, 4 pending."
+
+
+def test_shell_completion_of_the_console_script() -> None:
+    script = str(Path(sys.executable).parent / "userfiles-migrate")
+    done = _run_program(script, env={"_USERFILES_MIGRATE_COMPLETE": "bash_source"})
+    assert done.returncode == 0, done.stderr
+    assert "_userfiles_migrate_completion" in done.stdout
+    env = {
+        "_USERFILES_MIGRATE_COMPLETE": "bash_complete",
+        "COMP_WORDS": "userfiles-migrate st",
+        "COMP_CWORD": "1",
+    }
+    done = _run_program(script, env=env)
+    assert sorted(done.stdout.split()) == ["plain,stamp", "plain,status"]
+    env["COMP_WORDS"], env["COMP_CWORD"] = "userfiles-migrate up --dr", "2"
+    assert _run_program(script, env=env).stdout.split() == ["plain,--dry-run"]
