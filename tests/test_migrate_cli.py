@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from pymongo.database import Database
 
 from tests.migration_fixtures import marker_migration, migrations_copy
-from userfiles_db.cli import State, cli
+from userfiles_db.cli import State, cli, tools
 from userfiles_db.local_server import LocalMongod, free_port
 
 BUNDLED_IDS = [
@@ -338,3 +338,16 @@ def test_shell_completion_of_the_console_script() -> None:
     assert sorted(done.stdout.split()) == ["plain,stamp", "plain,status"]
     env["COMP_WORDS"], env["COMP_CWORD"] = "userfiles-migrate up --dr", "2"
     assert _run_program(script, env=env).stdout.split() == ["plain,--dry-run"]
+
+
+def test_the_sweep_names_its_target_first_too(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path
+) -> None:
+    uri = f"mongodb://127.0.0.1:{mongod.port}/myFirstDatabase?directConnection=true"
+    env = {"MONGODB_URI": uri, "MONGODB_DB": real_db.name}
+    result = CliRunner(env=env).invoke(tools, ["sweep", "--root", str(tmp_path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Database {real_db.name} on {uri} (the URI's database 'myFirstDatabase' is ignored: it is only "
+        "the driver's auth source)"
+    )

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.migration_fixtures import marker_migration
 from userfiles_db.cli import State, cli
@@ -377,3 +380,51 @@ def test_option_values_reach_the_migrations_typed(tmp_path: Path) -> None:
     (tmp_path / "migrate.yaml").write_text("migration_options:\n  batchsize: 7\n")
     with pytest.raises(ConfigError, match=re.escape("known: ['allow_index_rebuild'")):
         resolve(environ={}, cwd=tmp_path)
+
+
+SOURCES = ("flag", "USERFILES_DB", "MONGODB_DB", "file")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    present=st.sets(st.sampled_from(SOURCES)),
+    uri_database=st.sampled_from(["", "myFirstDatabase", "admin"]),
+)
+def test_the_database_follows_its_order_and_never_the_uri(present: set[str], uri_database: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        cwd = Path(folder)
+        (cwd / ".git").mkdir()  # nothing above is looked at
+        if "file" in present:
+            (cwd / "migrate.yaml").write_text("db: file\n")
+        env = {"MONGODB_URI": f"mongodb://127.0.0.1:1/{uri_database}"}
+        env.update({name: name.lower() for name in ("USERFILES_DB", "MONGODB_DB") if name in present})
+        found = resolve(db="flag" if "flag" in present else None, environ=env, cwd=cwd)
+    expected = next(
+        (name.lower() for name in SOURCES if name in present), "chatgpt_discord_bot"
+    )  # the model: the first source present, else the bot's name
+    assert found.db == expected
+    assert found.ignored_uri_database == (uri_database or None if uri_database != expected else None)
+
+
+PASSWORD_CHARS = st.characters(
+    min_codepoint=33, max_codepoint=126, blacklist_characters="*"
+)  # printable ASCII: @ : / ? # % ' " included
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    password=st.text(PASSWORD_CHARS, min_size=3, max_size=20),
+    shape=st.sampled_from([
+        "mongodb://bot:{p}@db.example.net/", "mongdb://bot:{p}@h/", "http://bot:{p}@h", "bot:{p}@h:27017",
+        "mongodb://:{p}@h/", "mongodb+srv://bot:{p}@cluster0.example.net/myFirstDatabase?retryWrites=true",
+    ]),
+)  # fmt: skip
+def test_no_password_survives_in_any_message(password: str, shape: str) -> None:
+    uri = shape.format(p=password)
+    scheme, _, _ = shape.partition("{p}")
+    assert redact_uri(uri) == scheme + "***" + uri[uri.rfind("@") :]  # everything up to the last @
+    try:
+        settings_module.check_uri(uri, "--uri")
+    except ConfigError as exc:
+        message = redact(str(exc))
+        assert password not in message

@@ -93,7 +93,7 @@ class Output:
         if self.json:
             self.log("info", text)
         else:
-            click.echo(text)
+            click.echo(settings_module.redact(text))
 
     def report(self, text: str) -> None:
         """The runner's step-by-step lines (hidden by -q)."""
