@@ -351,3 +351,13 @@ def test_the_sweep_names_its_target_first_too(
         f"Database {real_db.name} on {uri} (the URI's database 'myFirstDatabase' is ignored: it is only "
         "the driver's auth source)"
     )
+
+
+def test_with_json_logs_the_steps_leave_stdout(run: Any, real_db: Database[Any]) -> None:
+    result = run("--log-format", "json", "up")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "Applied 4 migration(s).",
+        f"Database {real_db.name}: 4 applied, 0 pending.",
+    ]
+    assert all(json.loads(line)["level"] in {"notice", "info"} for line in result.stderr.splitlines())

@@ -96,8 +96,13 @@ class Output:
             click.echo(settings_module.redact(text))
 
     def report(self, text: str) -> None:
-        """The runner's step-by-step lines (hidden by -q)."""
-        if self.verbosity >= 0:
+        """The runner's step-by-step lines (hidden by -q): with the human result on stdout, or
+        logs on stderr once logs are JSON lines."""
+        if self.verbosity < 0:
+            return
+        if self.log_format == "json":
+            self.log("info", text)
+        else:
             self.line(text)
 
     def progress(self, label: str, done: int, total: int) -> None:
