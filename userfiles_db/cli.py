@@ -261,8 +261,12 @@ def _progress(label: str, done: int, total: int) -> None:
         click.echo("", err=True)
 
 
-def _runner(state: State, conn: Connection) -> Runner:
-    out = state.output
+def _report(line: str) -> None:
+    _output().line(line)
+
+
+def _runner(conn: Connection) -> Runner:
+    out = _output()
     return Runner(conn.db, conn.migrations, conn.settings.engine, report=out.report, progress=out.progress)
 
 
@@ -376,7 +380,7 @@ def up(
     Example: %(prog)s up --to 0002_adopt_legacy_records
     """
     with state.connect() as conn:
-        result = _runner(state, conn).up(
+        result = _runner(conn).up(
             target, dry_run=dry_run, allow_changed=accept_changed,
             allow_out_of_order=allow_out_of_order, resume=resume,
         )  # fmt: skip
@@ -413,7 +417,7 @@ def down(state: State, target: str | None, steps: int | None, force: bool, as_js
     Example: %(prog)s down --to base
     """
     with state.connect() as conn:
-        result = _runner(state, conn).down(target, steps=steps, force=force)
+        result = _runner(conn).down(target, steps=steps, force=force)
         after = status(conn.db, conn.migrations, conn.settings.engine)
     state.output.line(f"Undid {len(result.done)} migration(s).")
     data = {"command": "down", **_target(conn), "run_id": result.run_id, "undone": result.done,
@@ -527,7 +531,7 @@ def stamp(state: State, migration_id: str, as_json: bool) -> None:
     Example: %(prog)s stamp 0004_enforce_validator
     """
     with state.connect() as conn:
-        result = _runner(state, conn).stamp(migration_id)
+        result = _runner(conn).stamp(migration_id)
     state.output.line(f"Stamped {len(result.done)} migration(s) as applied.")
     _finish(state, {"command": "stamp", **_target(conn), "run_id": result.run_id, "stamped": result.done})
 
