@@ -118,6 +118,8 @@ CONFIG_CASES: list[tuple[str, str | None, dict[str, str], tuple[str, ...], str]]
     ("tab-indent", "migration_options:\n\tbatch_size: 5\n", {}, (), "is not valid YAML"),
     ("alias", "db: &name bot\nchangelog_collection: *name\n", {}, (), "aliases (*name) are not allowed"),
     ("alias-bomb", _bomb(), {}, (), "aliases (*name) are not allowed"),
+    ("duplicate-key", "db: one\ndb: two\n", {}, (), "line 2: 'db' is given twice"),
+    ("duplicate-option", "migration_options:\n  batch_size: 5\n  batch_size: 6\n", {}, (), "given twice"),
     ("too-large", "# " + "x" * 70_000 + "\n", {}, (), "more than 65536"),
     ("missing-config", None, {}, ("--config", "nope.yaml"), "config file 'nope.yaml' does not exist"),
     ("missing-config-env", None, {"USERFILES_CONFIG": "nope.yaml"}, (), "(USERFILES_CONFIG)"),

@@ -268,6 +268,16 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.YAMLError(f"line {mark.line + 1}: aliases (*name) are not allowed in settings")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # A key given twice silently keeps the last value: refuse it instead.
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: {key!r} is given twice")
+            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
+        return super().construct_mapping(node, deep=deep)
+
 
 def _read_text(path: Path) -> str:
     try:
