@@ -149,21 +149,22 @@ def test_on_a_standalone_the_same_migration_is_recorded_failed(
 
 def test_without_a_uri_an_embedded_server_is_used(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "MONGODB_DB")}
-    done = subprocess.run([sys.executable, MIGRATE, "up"], cwd=tmp_path, env=env, text=True,
-                          capture_output=True, timeout=120)  # fmt: skip
+    done = subprocess.run([sys.executable, MIGRATE, "--embedded", "up"], cwd=tmp_path, env=env,
+                          text=True, capture_output=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[0].startswith(
-        "No MongoDB URI configured: using an embedded local MongoDB"
-    )
+    assert done.stderr.splitlines()[:2] == [
+        "Database chatgpt_discord_bot on the embedded local MongoDB",
+        f"Using an embedded local MongoDB (data in {tmp_path / '.userfiles-mongod'}/)",
+    ]
     assert done.stdout.splitlines()[-1] == "Database chatgpt_discord_bot: 4 applied, 0 pending."
     assert (tmp_path / ".userfiles-mongod").is_dir()
-    again = subprocess.run([sys.executable, MIGRATE, "status", "--check"], cwd=tmp_path, env=env,
-                           text=True, capture_output=True, timeout=120)  # fmt: skip
+    again = subprocess.run([sys.executable, MIGRATE, "--embedded", "status", "--check"], cwd=tmp_path,
+                           env=env, text=True, capture_output=True, timeout=120)  # fmt: skip
     assert again.returncode == 0, again.stderr  # the data persisted between runs
 
     env["USERFILES_MONGOD"] = str(tmp_path / "no-such-mongod")
-    missing = subprocess.run([sys.executable, MIGRATE, "status"], cwd=tmp_path, env=env, text=True,
-                             capture_output=True, timeout=60)  # fmt: skip
+    missing = subprocess.run([sys.executable, MIGRATE, "--embedded", "status"], cwd=tmp_path, env=env,
+                             text=True, capture_output=True, timeout=60)  # fmt: skip
     assert missing.returncode == 1
     assert "set MONGODB_URI" in missing.stderr
-    assert "python -m pip install -e '.[test]'" in missing.stderr
+    assert "python -m pip install 'userfiles_db[server]'" in missing.stderr

