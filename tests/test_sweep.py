@@ -30,12 +30,21 @@ def later() -> dt.datetime:
 
 
 def make_file(path: Path, *, old: bool = True) -> Path:
-    """A file; ``old=False``: one written at ``later()``'s "now" (a future mtime here), so it is
-    still within the grace period for a sweep on that clock."""
+    """A file at ``<tmp>/<root>/<user>/<name>``; ``old=False``: one written at ``later()``'s "now"
+    (a future mtime here), so it is within the grace period for a sweep on that clock. Such a
+    file is staged in ``<tmp>/staging`` and renamed into place with its mtime already set: a
+    sweep never sees it young-but-unstamped."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("data")
-    stamp = HOUR_AGO if old else time.time() + 3 * 3600
-    os.utime(path, (stamp, stamp))
+    if old:
+        path.write_text("data")
+        os.utime(path, (HOUR_AGO, HOUR_AGO))
+        return path
+    staging = path.parents[2] / "staging" / f"{path.parent.name}-{path.name}"
+    staging.parent.mkdir(exist_ok=True)
+    staging.write_text("data")
+    stamp = time.time() + 3 * 3600
+    os.utime(staging, (stamp, stamp))
+    staging.rename(path)
     return path
 
 
@@ -91,9 +100,7 @@ def test_sweep_removes_orphans_and_touches_nothing_outside(
 
 def test_dry_run_removes_nothing(layout: dict[str, Any], real_user_files_db: Database[Any]) -> None:
     before = sorted(str(p) for p in layout["root"].rglob("*"))
-    report = sweep(
-        real_user_files_db, layout["root"], dry_run=True, remove_missing_records=True, clock=later
-    )
+    report = sweep(real_user_files_db, layout["root"], dry_run=True, remove_missing_records=True, clock=later)
     assert len(report.removed_files) == 2
     assert len(report.removed_dirs) == 2
     assert report.removed_records == 0
