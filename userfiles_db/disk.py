@@ -452,7 +452,7 @@ class _Walk:
     def _remove_file(self, frame: _Frame, name: str, local: str) -> bool:
         assert self.report is not None
         if self.may_remove is not None and len(self.report.removed_files) >= self.may_remove:
-            self.errors.append(f"{local}: not removed: more orphans than the planning pass counted")
+            self.errors.append(f"{local}: not removed: the --max-remove limit was reached")
             return False
         if self.remove:
             try:
@@ -595,7 +595,9 @@ def sweep(
             f"({limit.allowed(inside_now)}): is the volume mounted at {paths.local}? Nothing was removed."
         )
 
-    walk = _Walk(paths, claims, cutoff, report, remove=not dry_run, may_remove=plan.orphans)
+    # Files that turned into orphans since the planning pass count against the same limit.
+    cap = None if limit.percent is not None and limit.percent >= 100 else allowed
+    walk = _Walk(paths, claims, cutoff, report, remove=not dry_run, may_remove=cap)
     walk.run()
     report.files_seen = walk.files
     report.errors.extend(walk.errors)
