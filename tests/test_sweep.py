@@ -180,13 +180,13 @@ def test_sweep_command(
     sweep_args = ["sweep", "--root", str(layout["root"]), "--grace", "1"]
     result = runner.invoke(tools, [*sweep_args, "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0] == (
+    assert result.stdout.splitlines()[0] == (
         f"Swept {layout['root']}: would remove 2 orphan file(s) and 2 empty directory(ies); "
         "kept 1 live and 1 young file(s)."
     )
     result = runner.invoke(tools, [*sweep_args, "--json"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.output)["removed_files"]) == 2
+    assert len(json.loads(result.stdout)["removed_files"]) == 2
     result = runner.invoke(tools, ["sweep", "--root", str(layout["root"] / "nope")])
     assert result.exit_code == 2
     assert "is not a directory" in result.output
