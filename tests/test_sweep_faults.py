@@ -206,3 +206,32 @@ def test_files_and_directories_vanishing_during_the_walk(
     finally:
         churner.kill()
         churner.wait()
+
+
+def test_legacy_string_expiries_keep_their_files_unless_surely_past(
+    tmp_path: Path, real_db: Database[Any]
+) -> None:
+    # Issue 9 item 4, the sweep's side: legacy strings in any ISO spelling are not compared as
+    # text. A file is removed only when its record's string is past in every reading.
+    now = dt.datetime.now(UTC)
+    ahead, behind = now + dt.timedelta(hours=3), now - dt.timedelta(days=3)
+    spellings = {
+        "offset": ahead.astimezone(dt.timezone(dt.timedelta(hours=-5))).isoformat(),
+        "zulu": ahead.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "space": ahead.strftime("%Y-%m-%d %H:%M:%S"),
+        "basic": ahead.strftime("%Y%m%dT%H%M%S"),
+        "naive-east": (ahead + dt.timedelta(hours=9)).replace(tzinfo=None).isoformat(),
+        "garbled": "next tuesday",
+        "past": behind.replace(tzinfo=None).isoformat(),
+    }
+    root = tmp_path / "user_files"
+    (root / "1").mkdir(parents=True)
+    real_db.create_collection("user_files")
+    for n, (name, text) in enumerate(spellings.items()):
+        (root / "1" / f"{name}.csv").write_text("data")
+        document = raw_record(1, n, str(root / "1" / f"{name}.csv"))
+        document["expires_at"] = text
+        real_db["user_files"].insert_one(document)
+    report = sweep(real_db, root, clock=later, max_remove="100%")
+    assert report.removed_files == [str(root / "1" / "past.csv")]
+    assert report.kept_live == len(spellings) - 1

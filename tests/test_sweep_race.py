@@ -28,7 +28,7 @@ def later() -> dt.datetime:
     return dt.datetime.now(UTC) + dt.timedelta(hours=2)
 
 
-def exchanger() -> Callable[[str, str], None]:
+def exchanger(scratch: Path) -> Callable[[str, str], None]:
     """Atomically exchange two names (renameat2 RENAME_EXCHANGE), or swap them with three
     renames where the C library lacks renameat2."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -46,7 +46,7 @@ def exchanger() -> Callable[[str, str], None]:
         os.rename(parked, b)
 
     if renameat2 is not None:
-        probe_a, probe_b = f"/tmp/.xchg-{os.getpid()}-a", f"/tmp/.xchg-{os.getpid()}-b"
+        probe_a, probe_b = str(scratch / "probe-a"), str(scratch / "probe-b")
         try:
             os.mkdir(probe_a)
             os.symlink("/", probe_b)
@@ -80,7 +80,7 @@ class Attack:
         (self.root / "l").symlink_to(self.outside, target_is_directory=True)
         for name in NAMES:
             (self.outside / name).write_text("outside")
-        self.exchange = exchanger()
+        self.exchange = exchanger(tmp_path)
         self.swaps = 0
 
     def real_user_dir(self) -> Path:
