@@ -104,7 +104,9 @@ class PathMap:
             os.fsencode(path)
         except UnicodeError:
             return None
-        normal = os.path.normpath(path)
+        # The bot's paths are already normal: skip normpath (most of the cost at scale) for them.
+        needs_normpath = "//" in path or "/." in path or path.endswith("/")
+        normal = os.path.normpath(path) if needs_normpath else path
         for prefix in self.records_roots:
             base = prefix.rstrip(os.sep) + os.sep
             if normal.startswith(base) and len(normal) > len(base):
@@ -283,14 +285,15 @@ class _Claims:
         self._dirs: dict[str, str] = {}
 
     def local_key(self, relative: str) -> str:
-        directory, name = os.path.split(relative)
+        directory, _, name = relative.rpartition(os.sep)
         real = self._dirs.get(directory)
         if real is None:
             if len(self._dirs) > 100_000:
                 self._dirs.clear()
             real = os.path.realpath(self.paths.local_path(directory)) if directory else self.paths.local
+            real = real.rstrip(os.sep) + os.sep
             self._dirs[directory] = real
-        return os.path.join(real, name)
+        return real + name
 
     def add(self, relative: str) -> str:
         key = self.local_key(relative)
@@ -333,6 +336,7 @@ def _stamp(info: os.stat_result) -> float:
 class _Frame:
     fd: int
     relative: str
+    prefix: str  # the directory's local path and a separator: prefix + name is an entry's path
     stamp: float
     subdirs: list[tuple[str, float]]
     all_gone: bool = True
@@ -367,7 +371,7 @@ class _Walk:
         except OSError as exc:
             self._error("", exc)
             return
-        stack = [_Frame(root_fd, "", 0.0, [])]
+        stack = [_Frame(root_fd, "", self.paths.local.rstrip(os.sep) + os.sep, 0.0, [])]
         self._list(stack[0])
         try:
             while stack:
@@ -402,7 +406,7 @@ class _Walk:
             if exc.errno not in _NOT_A_DIRECTORY:  # not swapped for a link: a real problem
                 self._error(relative, exc)
             return None
-        return _Frame(fd, relative, stamp, [])
+        return _Frame(fd, relative, parent.prefix + name + os.sep, stamp, [])
 
     def _list(self, frame: _Frame) -> None:
         try:
@@ -414,14 +418,14 @@ class _Walk:
             self._error(frame.relative, exc)
 
     def _entry(self, frame: _Frame, entry: os.DirEntry[str]) -> None:
-        relative = os.path.join(frame.relative, entry.name)
+        local = frame.prefix + entry.name
         try:
             info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             return  # gone since the listing
         except OSError as exc:
             frame.all_gone = False
-            self._error(relative, exc)
+            self.errors.append(f"{local}: {exc.strerror}")
             return
         if stat.S_ISDIR(info.st_mode):
             frame.subdirs.append((entry.name, _stamp(info)))
@@ -430,12 +434,11 @@ class _Walk:
             frame.all_gone = False
             if self.report is not None:
                 if stat.S_ISLNK(info.st_mode):
-                    self.report.skipped_symlinks.append(self.paths.local_path(relative))
+                    self.report.skipped_symlinks.append(local)
                 else:
                     self.report.skipped_special += 1
             return
         self.files += 1
-        local = self.paths.local_path(relative)
         if local in self.claims:
             frame.all_gone = False
             if self.report is not None:
