@@ -222,6 +222,8 @@ def test_legacy_string_expiries_keep_their_files_unless_surely_past(
         "basic": ahead.strftime("%Y%m%dT%H%M%S"),
         "naive-east": (ahead + dt.timedelta(hours=9)).replace(tzinfo=None).isoformat(),
         "garbled": "next tuesday",
+        "year-1": "0001-01-01T00:00:00",  # in an eastern zone, before datetime.min: undecidable
+        "year-9999": "9999-12-31T23:59:59",
         "past": behind.replace(tzinfo=None).isoformat(),
     }
     root = tmp_path / "user_files"
@@ -232,6 +234,6 @@ def test_legacy_string_expiries_keep_their_files_unless_surely_past(
         document = raw_record(1, n, str(root / "1" / f"{name}.csv"))
         document["expires_at"] = text
         real_db["user_files"].insert_one(document)
-    report = sweep(real_db, root, clock=later, max_remove="100%")
+    report = sweep(real_db, root, clock=later, max_remove="100%", legacy_timezone="Asia/Tokyo")
     assert report.removed_files == [str(root / "1" / "past.csv")]
     assert report.kept_live == len(spellings) - 1

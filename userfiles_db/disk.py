@@ -315,8 +315,11 @@ def _claims_file(record: Mapping[str, Any], now: dt.datetime, legacy: LegacyTime
     expires = record.get("expires_at")
     if not isinstance(expires, str):
         return True
-    moment = legacy.parse(expires)
-    return moment is None or moment + LEGACY_MARGIN > now
+    try:
+        moment = legacy.parse(expires)
+        return moment is None or moment + LEGACY_MARGIN > now
+    except (ValueError, OverflowError):  # at the datetime limits: undecidable, so it claims
+        return True
 
 
 def _read_records(coll: Any, now: dt.datetime, legacy: LegacyTime) -> Iterator[Mapping[str, Any]]:
