@@ -375,8 +375,8 @@ class _Walk:
             self._error("", exc)
             return
         stack = [_Frame(root_fd, "", self.paths.local.rstrip(os.sep) + os.sep, 0.0, [])]
-        self._list(stack[0])
         try:
+            self._list(stack[0])
             while stack:
                 frame = stack[-1]
                 if frame.subdirs:
