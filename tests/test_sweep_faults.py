@@ -237,3 +237,21 @@ def test_legacy_string_expiries_keep_their_files_unless_surely_past(
     report = sweep(real_db, root, clock=later, max_remove="100%", legacy_timezone="Asia/Tokyo")
     assert report.removed_files == [str(root / "1" / "past.csv")]
     assert report.kept_live == len(spellings) - 1
+
+
+def test_a_record_through_a_symlinked_directory(tmp_path: Path, real_user_files_db: Database[Any]) -> None:
+    root, outside = tmp_path / "user_files", tmp_path / "outside"
+    (root / "1").mkdir(parents=True)
+    outside.mkdir()
+    (root / "1" / "kept.csv").write_text("data")
+    (root / "alias").symlink_to(root / "1", target_is_directory=True)  # inside the root
+    (root / "away").symlink_to(outside, target_is_directory=True)  # leading out
+    coll = real_user_files_db["user_files"]
+    coll.insert_one(raw_record(1, 1, str(root / "alias" / "kept.csv")))
+    coll.insert_one(raw_record(1, 2, str(root / "away" / "never-there.csv")))
+    report = sweep(real_user_files_db, root, clock=later, remove_missing_records=True, max_remove="100%")
+    assert (root / "1" / "kept.csv").exists()  # claimed through the alias: kept, never followed
+    assert report.kept_live == 1
+    assert [r["file_id"] for r in report.outside_root] == [raw_record(1, 2, "")["file_id"]]
+    assert report.missing_files == []
+    assert coll.count_documents({}) == 2

@@ -569,6 +569,7 @@ def sweep(
     # records' files do not exist.
     live = 0
     missing: list[dict[str, Any]] = []
+    local_prefix = paths.local.rstrip(os.sep) + os.sep
     for record in _read_records(coll, read_clock(clock), legacy):
         live += 1
         relative = paths.relative(record.get("file_path"))
@@ -576,6 +577,9 @@ def sweep(
             report.outside_root.append(_summary(record))
             continue
         key = claims.add(relative)
+        if not key.startswith(local_prefix):  # through a symlinked directory to the outside
+            report.outside_root.append(_summary(record))
+            continue
         try:
             os.lstat(key)
         except FileNotFoundError:
