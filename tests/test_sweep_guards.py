@@ -181,3 +181,11 @@ def test_the_command_refuses_with_exit_3(volume: dict[str, Any], mongod: LocalMo
     result = runner.invoke(tools, mapped)
     assert result.exit_code == 0, result.output
     assert len(os.listdir(volume["user_dir"])) == 10
+
+
+def test_a_relative_records_root_is_a_usage_error(volume: dict[str, Any], mongod: LocalMongod) -> None:
+    env = {"MONGODB_URI": mongod.uri, "MONGODB_DB": volume["db"].name}
+    args = ["sweep", "--root", str(volume["root"]), "--records-root", "tmp/user_files"]
+    result = CliRunner(env=env).invoke(tools, args)
+    assert result.exit_code == 2, result.output
+    assert "Error: records root 'tmp/user_files' must be an absolute path" in result.output
