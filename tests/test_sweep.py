@@ -24,11 +24,27 @@ from userfiles_db.local_server import LocalMongod
 HOUR_AGO = time.time() - 2 * 3600
 
 
+def later() -> dt.datetime:
+    """The sweep's clock two hours on: every file written now is past the default grace."""
+    return dt.datetime.now(UTC) + dt.timedelta(hours=2)
+
+
 def make_file(path: Path, *, old: bool = True) -> Path:
+    """A file at ``<tmp>/<root>/<user>/<name>``; ``old=False``: one written at ``later()``'s "now"
+    (a future mtime here), so it is within the grace period for a sweep on that clock. Such a
+    file is staged in ``<tmp>/staging`` and renamed into place with its mtime already set: a
+    sweep never sees it young-but-unstamped."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("data")
     if old:
+        path.write_text("data")
         os.utime(path, (HOUR_AGO, HOUR_AGO))
+        return path
+    staging = path.parents[2] / "staging" / f"{path.parent.name}-{path.name}"
+    staging.parent.mkdir(exist_ok=True)
+    staging.write_text("data")
+    stamp = time.time() + 3 * 3600
+    os.utime(staging, (stamp, stamp))
+    staging.rename(path)
     return path
 
 
@@ -67,7 +83,7 @@ def test_sweep_removes_orphans_and_touches_nothing_outside(
     layout: dict[str, Any], real_user_files_db: Database[Any]
 ) -> None:
     root, files = layout["root"], layout["files"]
-    report = sweep(real_user_files_db, root)
+    report = sweep(real_user_files_db, root, clock=later)
     assert sorted(report.removed_files) == sorted(str(files[k]) for k in ("orphan", "expired"))
     assert report.kept_live == 1
     assert report.kept_young == 1
@@ -84,7 +100,7 @@ def test_sweep_removes_orphans_and_touches_nothing_outside(
 
 def test_dry_run_removes_nothing(layout: dict[str, Any], real_user_files_db: Database[Any]) -> None:
     before = sorted(str(p) for p in layout["root"].rglob("*"))
-    report = sweep(real_user_files_db, layout["root"], dry_run=True, remove_missing_records=True)
+    report = sweep(real_user_files_db, layout["root"], dry_run=True, remove_missing_records=True, clock=later)
     assert len(report.removed_files) == 2
     assert len(report.removed_dirs) == 2
     assert report.removed_records == 0
@@ -95,7 +111,7 @@ def test_dry_run_removes_nothing(layout: dict[str, Any], real_user_files_db: Dat
 def test_records_whose_file_is_gone_are_removed_when_asked(
     layout: dict[str, Any], real_user_files_db: Database[Any]
 ) -> None:
-    report = sweep(real_user_files_db, layout["root"], remove_missing_records=True)
+    report = sweep(real_user_files_db, layout["root"], remove_missing_records=True, clock=later)
     assert report.removed_records == 1
     assert real_user_files_db["user_files"].find_one({"file_id": file_data(3, 5)["file_id"]}) is None
 
@@ -122,6 +138,8 @@ def test_a_sweep_during_uploads_loses_no_live_file(tmp_path: Path, real_user_fil
     store = UserFiles(real_user_files_db, max_files_per_user=1000)
     for n in range(20):
         make_file(root / "9" / f"orphan{n}.csv")
+    for user in range(5):  # the users' directories exist (an empty one may go, as documented)
+        make_file(root / str(user) / "young.csv", old=False)
     stop = threading.Event()
     saved: list[Path] = []
 
@@ -137,7 +155,7 @@ def test_a_sweep_during_uploads_loses_no_live_file(tmp_path: Path, real_user_fil
     uploader.start()
     try:
         for _ in range(15):
-            sweep(real_user_files_db, root, grace_seconds=30)
+            sweep(real_user_files_db, root, grace_seconds=30, clock=later, max_remove="100%")
     finally:
         stop.set()
         uploader.join()
@@ -158,13 +176,15 @@ def test_sweep_command(
 ) -> None:
     env = {"MONGODB_URI": mongod.uri, "MONGODB_DB": real_user_files_db.name}
     runner = CliRunner(env=env)
-    result = runner.invoke(tools, ["sweep", "--root", str(layout["root"]), "--dry-run"])
+    time.sleep(1.1)  # the command runs on the real clock: let the "old" files pass a 1 s grace
+    sweep_args = ["sweep", "--root", str(layout["root"]), "--grace", "1"]
+    result = runner.invoke(tools, [*sweep_args, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == (
         f"Swept {layout['root']}: would remove 2 orphan file(s) and 2 empty directory(ies); "
         "kept 1 live and 1 young file(s)."
     )
-    result = runner.invoke(tools, ["sweep", "--root", str(layout["root"]), "--json"])
+    result = runner.invoke(tools, [*sweep_args, "--json"])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["removed_files"]) == 2
     result = runner.invoke(tools, ["sweep", "--root", str(layout["root"] / "nope")])

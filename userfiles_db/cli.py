@@ -27,7 +27,13 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import InvalidURI, PyMongoError
 
-from userfiles_db.disk import DEFAULT_GRACE_SECONDS, sweep
+from userfiles_db.disk import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_MAX_REMOVE,
+    MIN_REMOVE_ALLOWANCE,
+    RemoveLimit,
+    sweep,
+)
 from userfiles_db.errors import ConfigurationError, UserFilesError
 from userfiles_db.local_server import LocalMongod, MongodNotFound
 from userfiles_db.migrate import (
@@ -584,32 +590,49 @@ def tools() -> None:
 
 
 @tools.command("sweep")
-@click.option("--root", required=True, type=click.Path(file_okay=False), help="The storage root "
-              "(e.g. /tmp/bot_code_interpreter/user_files). Nothing outside it is touched.")  # fmt: skip
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="The storage root on "
+              "this machine (e.g. /tmp/bot_code_interpreter/user_files). Nothing outside it is "
+              "touched.")  # fmt: skip
+@click.option("--records-root", metavar="DIR", help="The directory the records' file_path values "
+              "start with, when the files are mounted elsewhere here (e.g. the bot's container "
+              "path /tmp/bot_code_interpreter/user_files with the volume at --root). Default: "
+              "--root.")  # fmt: skip
 @click.option("--uri", help="MongoDB URI (default: $MONGODB_URI, then migrate.yaml).")
 @click.option("--db", "db_name", help="Database (default: $MONGODB_DB, ..., chatgpt_discord_bot).")
 @click.option("--config", type=click.Path(dir_okay=False), help="Config file (default ./migrate.yaml).")
 @click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE_SECONDS, show_default=True,
-              help="Seconds a file without a record is left alone (an upload may be in flight).")  # fmt: skip
+              help="Seconds a file without a record is left alone after its last change "
+              "(mtime or ctime, the later): an upload may be in flight.")  # fmt: skip
+@click.option("--max-remove", default=DEFAULT_MAX_REMOVE, show_default=True, metavar="N|P%",
+              help="Refuse (exit 3, remove nothing) if more files than this would be removed: a "
+              "count, or a share of the files under the root (a share always allows "
+              f"{MIN_REMOVE_ALLOWANCE}). The same limit applies to --remove-missing-records. "
+              "100% disables the check.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
-@click.option("--remove-missing-records", is_flag=True, help="Also delete live records whose file is gone.")
+@click.option("--remove-missing-records", is_flag=True, help="Also delete live records whose file "
+              "does not exist.")  # fmt: skip
 @click.option("--legacy-timezone", default="UTC", show_default=True, help="Zone of legacy ISO-string dates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @handle_errors
 def sweep_command(
-    root: str, uri: str | None, db_name: str | None, config: str | None, grace: float,
-    dry_run: bool, remove_missing_records: bool, legacy_timezone: str, as_json: bool,
+    root: str, records_root: str | None, uri: str | None, db_name: str | None, config: str | None,
+    grace: float, max_remove: str, dry_run: bool, remove_missing_records: bool,
+    legacy_timezone: str, as_json: bool,
 ) -> None:  # fmt: skip
     """Remove files that no live record claims, report records whose file is gone.
 
-    Safe from cron while the bot runs. Exit codes as migrate.py's: 0 done, 1 error (some file
-    could not be removed, server unreachable), 2 usage error (root not a directory).
+    Safe from cron while the bot runs. Exit codes: 0 done, 1 error (some file or directory could
+    not be read or removed, server unreachable), 2 usage error (root not a directory, bad
+    option), 3 refused: it looks like a wrong database or root (no user_files collection, no live
+    record inside the root, more to remove than --max-remove); nothing was removed.
     Example: python -m userfiles_db sweep --root /tmp/bot_code_interpreter/user_files --dry-run
     """
+    limit = RemoveLimit.parse(max_remove)  # a usage error before connecting
     with State(uri, db_name, config).connect(with_migrations=False) as conn:
         report = sweep(
             conn.db, root, grace_seconds=grace, dry_run=dry_run,
             remove_missing_records=remove_missing_records, legacy_timezone=legacy_timezone,
+            records_root=records_root, max_remove=limit,
         )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -621,11 +644,15 @@ def sweep_command(
             f"{report.kept_young} young file(s)."
         )
         if report.missing_files:
-            action = "deleted" if report.removed_records else "use --remove-missing-records to delete them"
+            if remove_missing_records:
+                action = "would delete them" if dry_run else f"deleted {report.removed_records}"
+            else:
+                action = "use --remove-missing-records to delete them"
             click.echo(f"{len(report.missing_files)} live record(s) point to missing files ({action}).")
         if report.outside_root:
             click.echo(
-                f"{len(report.outside_root)} record(s) point outside the root or to a symlink; left alone."
+                f"{len(report.outside_root)} record(s) point outside the root (or hold no usable "
+                "path); left alone."
             )
         if report.skipped_symlinks:
             click.echo(f"{len(report.skipped_symlinks)} symlink(s) under the root skipped.")
