@@ -160,7 +160,9 @@ async def run_async(
 
     A cancel (``task.cancel()``, an enclosing ``asyncio.timeout``) does not abandon a call in
     flight: the runner waits for its outcome (within the bound), gives it to the plan, and throws
-    the ``CancelledError`` in at the plan's next step, so a save knows exactly what it evicted.
+    the ``CancelledError`` in at the plan's next step instead of sending that step's call, so a
+    save knows exactly what it evicted. (A call that failed or did not finish meanwhile reaches
+    the plan as its own error.)
     """
     stepper = _Stepper(plan)
     loop = asyncio.get_running_loop()
@@ -182,11 +184,15 @@ async def run_async(
                 cancelled = exc
                 left = None if deadline is None else max(deadline - loop.time(), 0.0) + _GRACE
                 await asyncio.wait({future}, timeout=left)
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    stepper.give(future.result())
-                else:
+                if not future.done():
                     future.cancel()
+                    stepper.fail(unavailable(operation, timeout, exc))  # its outcome is unknown
+                elif future.cancelled():
                     stepper.fail(exc)
+                elif isinstance(error := future.exception(), Exception):
+                    stepper.fail(translate(error, operation, timeout))
+                else:
+                    stepper.give(future.result())
             except asyncio.TimeoutError as exc:
                 future.cancel()
                 stepper.fail(unavailable(operation, timeout, exc))
@@ -275,6 +281,8 @@ class FileOps:
                     evicted.append(records.normalize(gone, self.legacy))
             yield Checkpoint()
         except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                in_flight = []  # a cancel is thrown in instead of sending the next call
             raise SaveIncomplete(
                 f"save_user_file: record {prepared.file_id!r} was saved, but evicting records over the "
                 f"limit was interrupted ({type(exc).__name__}); {len(evicted)} evicted so far",
@@ -293,7 +301,7 @@ class FileOps:
         # newest `limit`; find_one_and_delete hands each evicted record to exactly one caller.
         listing = yield Find(records.limit_listing_filter(prepared, now, self.legacy), records.LISTING_FIELDS)
         ordered = records.newest_first(self._alive(listing, now), self.legacy)
-        return ordered[self.settings.limit_for(prepared.origin) :]
+        return ordered[self.settings.limit_for(prepared.origin) :][::-1]  # oldest first
 
     def _require_unique_index(self) -> Plan[None]:
         if self._unique_index_seen:
