@@ -317,7 +317,8 @@ class FileOps:
     def _write(self, prepared: records.PreparedSave) -> Plan[dict[str, Any]]:
         if self.settings.write_shape == "legacy" and not self._legacy_refused:
             try:
-                return (yield from self._upsert(prepared, prepared.key, prepared.legacy_update(self.legacy)))
+                update = prepared.legacy_update(self.legacy)
+                return (yield from self._upsert(prepared, prepared.key, update, convert=False))
             except OperationFailure as exc:
                 if exc.code != VALIDATION_FAILED:
                     raise
@@ -326,10 +327,10 @@ class FileOps:
                     "write_shape 'legacy': the collection's validator refuses the legacy shape (the strict "
                     "validator of migration 0004 is on); writing the canonical shape from now on"
                 )
-        return (yield from self._upsert(prepared, prepared.canonical_key, prepared.update))
+        return (yield from self._upsert(prepared, prepared.canonical_key, prepared.update, convert=True))
 
     def _upsert(
-        self, prepared: records.PreparedSave, key: dict[str, Any], update: dict[str, Any]
+        self, prepared: records.PreparedSave, key: dict[str, Any], update: dict[str, Any], *, convert: bool
     ) -> Plan[dict[str, Any]]:
         options = {"upsert": True, "return_document": ReturnDocument.AFTER}
         refused: OperationFailure | None = None
@@ -343,7 +344,7 @@ class FileOps:
                 # (retry: now an update), or the record is stored in the legacy shape (convert).
                 pass
             except OperationFailure as exc:
-                if exc.code != VALIDATION_FAILED or key is prepared.key:
+                if exc.code != VALIDATION_FAILED or not convert:
                     raise
                 refused = exc  # an old-shaped record the strict validator will not update: convert
             existing = yield Call("find_one", ({"file_id": prepared.file_id},))
@@ -355,7 +356,7 @@ class FileOps:
                 )
             if not _legacy_shaped(existing) and refused is None:
                 continue
-            if key is prepared.key:
+            if not convert:
                 continue
             merged = prepared.merged_with(existing, self.legacy)
             try:
