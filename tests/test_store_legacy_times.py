@@ -21,7 +21,7 @@ from tests.migration_fixtures import legacy_record
 from userfiles_db import UserFiles
 from userfiles_db.clock import UTC
 from userfiles_db.migrate.steps import convert_legacy_records
-from userfiles_db.records import LegacyTime, parse_iso
+from userfiles_db.records import LegacyTime, is_live, may_be_live, parse_iso
 
 USER = 10**17 + 7
 
@@ -178,3 +178,13 @@ def test_the_bots_writer_strings_are_local_time_of_the_calling_process(
     insert_raw(backend, stored)
     [read] = [r for r in store.get_user_files(USER) if r["file_id"] == stored["file_id"]]
     assert read["created_at"] == parse_iso(stored["uploaded_at"]).replace(tzinfo=UTC)  # type: ignore[union-attr]
+
+
+def test_may_be_live_keeps_what_is_not_surely_expired() -> None:
+    zone = LegacyTime.named("America/New_York")
+    between = dt.datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+    assert may_be_live({"expires_at": AMBIGUOUS}, between, zone)  # kept by a file clean-up ...
+    assert not is_live({"expires_at": AMBIGUOUS}, between, zone)  # ... yet not shown as live
+    assert may_be_live({"expires_at": "soon"}, between, zone)
+    assert not may_be_live({"expires_at": "2026-11-01T00:00:00"}, between, zone)
+    assert may_be_live({"expires_at": None}, between, zone)
