@@ -5,16 +5,19 @@ server: the user keeps exactly the newest ``min(limit, n)`` records by the one t
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
 from pymongo.database import Database
 
 from tests.conftest import EventLoopThread
 from tests.helpers import file_data
 from userfiles_db import AsyncUserFiles, UserFiles
+from userfiles_db.local_server import LocalMongod
 from userfiles_db.records import order_key
 
 USER = 123456789012345678
@@ -106,3 +109,30 @@ def test_async_concurrent_over_limit_saves_keep_the_newest(
         evicted = event_loop_thread.run(storm(USER + round_, limit, savers))
         saved = [file_data(USER + round_, n)["file_id"] for n in range(savers)]
         check_outcome(real_user_files_db, USER + round_, saved, evicted, limit)
+
+
+def save_in_process(uri: str, db_name: str, user_id: int, ids: list[int], limit: int) -> list[dict[str, Any]]:
+    """Save files ``ids`` from a separate process (its own client); return the evicted records."""
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(uri) as client:
+        store = UserFiles(client[db_name], max_files_per_user=limit)
+        return [record for n in ids for record in store.save_user_file(file_data(user_id, n))]
+
+
+def test_process_storm_keeps_the_newest(real_user_files_db: Database[Any], mongod: LocalMongod) -> None:
+    limit, workers, per_worker = 3, 4, 8
+    jobs = [list(range(w * 100, w * 100 + per_worker)) for w in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(
+            pool.map(
+                save_in_process,
+                [mongod.uri] * workers,
+                [real_user_files_db.name] * workers,
+                [USER] * workers,
+                jobs,
+                [limit] * workers,
+            )
+        )
+    evicted = [record for result in results for record in result]
+    saved = [file_data(USER, n)["file_id"] for job in jobs for n in job]
+    check_outcome(real_user_files_db, USER, saved, evicted, limit)
