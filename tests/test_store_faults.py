@@ -343,3 +343,65 @@ def test_every_eviction_is_reported_once_across_interrupted_saves(
     saved = {file_data(USER, n)["file_id"] for n in range(18)}
     assert saved - cut == stored | set(reported), "a record vanished unreported"
     assert uncertain <= stored | set(reported)
+
+
+def _cancel_while_blocked(
+    fault_server: LocalMongod,
+    admin: MongoClient[dict[str, Any]],
+    event_loop_thread: EventLoopThread,
+    command: str,
+    make_call: Callable[[AsyncUserFiles], Awaitable[Any]],
+    db_name: str,
+) -> BaseException:
+    """Start ``make_call`` with the victim's next ``command`` blocked 1 s; cancel it meanwhile."""
+    fail_next(admin, command, blockConnection=True, blockTimeMS=1000)
+
+    async def scenario() -> BaseException:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(fault_server.uri, appname=APP)
+        try:
+            task = asyncio.ensure_future(make_call(AsyncUserFiles(client[db_name], timeout_seconds=10)))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            try:
+                await task
+            except BaseException as exc:
+                return exc
+            raise AssertionError("the cancelled call returned")
+        finally:
+            await client.close()
+
+    return event_loop_thread.run(scenario())
+
+
+def test_a_cancel_during_the_write_reports_the_saved_record(
+    fault_server: LocalMongod,
+    admin: MongoClient[dict[str, Any]],
+    fault_db: Database[Any],
+    event_loop_thread: EventLoopThread,
+) -> None:
+    error = _cancel_while_blocked(
+        fault_server, admin, event_loop_thread, "findAndModify",
+        lambda store: store.save_user_file(file_data(USER, 1)), fault_db.name,
+    )  # fmt: skip
+    # The write in flight was waited for: the record exists, so the caller hears about it.
+    assert isinstance(error, SaveIncomplete)
+    assert error.record["file_id"] == file_data(USER, 1)["file_id"]
+    assert (error.evicted, error.uncertain) == ([], [])
+    assert fault_db["user_files"].count_documents({}) == 1
+
+
+def test_a_cancelled_read_is_cancelled(
+    fault_server: LocalMongod,
+    admin: MongoClient[dict[str, Any]],
+    fault_db: Database[Any],
+    event_loop_thread: EventLoopThread,
+) -> None:
+    error = _cancel_while_blocked(
+        fault_server,
+        admin,
+        event_loop_thread,
+        "find",
+        lambda store: store.get_user_files(USER),
+        fault_db.name,
+    )
+    assert isinstance(error, asyncio.CancelledError)

@@ -169,7 +169,7 @@ async def run_async(
     deadline = None if timeout is None else loop.time() + timeout
     cancelled: asyncio.CancelledError | None = None
     with _bounded(timeout):
-        while (op := stepper.next_call()) is not None:
+        while (op := _next_or_cancelled(stepper, cancelled)) is not None:
             if cancelled is not None:
                 stepper.fail(cancelled)
                 continue
@@ -201,6 +201,19 @@ async def run_async(
     if cancelled is not None:
         raise cancelled
     return stepper.result
+
+
+def _next_or_cancelled(stepper: _Stepper[T], cancelled: asyncio.CancelledError | None) -> Op | None:
+    # Once cancelled, an error the plan raises (other than the SaveIncomplete that reports what a
+    # save did) leaves as the cancel: the caller asked to stop, not for the error of a call in flight.
+    try:
+        return stepper.next_call()
+    except SaveIncomplete:
+        raise
+    except Exception as exc:
+        if cancelled is None:
+            raise
+        raise cancelled from exc
 
 
 def _has_unique_file_id_index(information: Mapping[str, Any]) -> bool:
