@@ -28,6 +28,7 @@ from userfiles_db.schema import load_schema
 USER = 123456789012345678
 APP = "victim"
 BOUND = 0.5  # the store's timeout_seconds in these tests
+PATIENT = 20.0  # for set-up and recovery calls, which must not flake on a loaded machine
 HANG = 15.0  # "does not hang": far above the bound, far below the driver's 30 s default
 
 
@@ -178,18 +179,20 @@ def test_a_frozen_server_fails_within_the_bound_then_recovers(
     if driver == "sync":
         with fault_server.client() as client:
             store = UserFiles(client[fault_db.name], timeout_seconds=BOUND)
-            assert len(store.get_user_files(USER)) == 2  # connected before the freeze
+            patient = UserFiles(client[fault_db.name], timeout_seconds=PATIENT)
+            assert len(patient.get_user_files(USER)) == 2  # connected before the freeze
             with _frozen(fault_server):
                 _assert_bounded(lambda: store.get_user_files(USER), "get_user_files")
                 _assert_bounded(lambda: store.save_user_file(file_data(USER, 9)), "save_user_file")
-            assert len(store.get_user_files(USER)) >= 2  # back once the server is
+            assert len(patient.get_user_files(USER)) >= 2  # back once the server is
         return
 
     async def scenario() -> None:
         client = _async_client(driver, fault_server.uri)
         store = AsyncUserFiles(client[fault_db.name], timeout_seconds=BOUND)
+        patient = AsyncUserFiles(client[fault_db.name], timeout_seconds=PATIENT)
         try:
-            assert len(await store.get_user_files(USER)) == 2
+            assert len(await patient.get_user_files(USER)) == 2
             with _frozen(fault_server):
                 calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                     ("get_user_files", lambda: store.get_user_files(USER)),
@@ -200,7 +203,7 @@ def test_a_frozen_server_fails_within_the_bound_then_recovers(
                     with pytest.raises(DatabaseUnavailable, match=rf"{operation}: .* within 0.5 s"):
                         await call()
                     assert time.monotonic() - started < HANG
-            assert len(await store.get_user_files(USER)) >= 2
+            assert len(await patient.get_user_files(USER)) >= 2
         finally:
             await _close(client)
 
@@ -212,7 +215,7 @@ def test_a_slow_answer_is_cut_at_the_bound(
 ) -> None:
     with fault_server.client(appname=APP) as client:
         store = UserFiles(client[fault_db.name], timeout_seconds=BOUND)
-        store.get_user_files(USER)
+        UserFiles(client[fault_db.name], timeout_seconds=PATIENT).get_user_files(USER)  # connected
         fail_next(admin, "find", blockConnection=True, blockTimeMS=1500)
         _assert_bounded(lambda: store.get_user_files(USER), "get_user_files")
 
@@ -250,10 +253,12 @@ def test_the_bound_reached_during_eviction_is_save_incomplete(
 ) -> None:
     old = seed_old_records(fault_db, 2)
     listener = AfterNth(
-        "findAndModify", 1, lambda: fail_next(admin, "findAndModify", blockConnection=True, blockTimeMS=1500)
+        "findAndModify", 1, lambda: fail_next(admin, "findAndModify", blockConnection=True, blockTimeMS=4000)
     )
     with fault_server.client(appname=APP, event_listeners=[listener]) as client:
-        store = UserFiles(client[fault_db.name], max_files_per_user=1, timeout_seconds=BOUND)
+        client.admin.command("ping")
+        # 2 s: ample for the write and the listing, cut during the blocked eviction.
+        store = UserFiles(client[fault_db.name], max_files_per_user=1, timeout_seconds=2)
         started = time.monotonic()
         with pytest.raises(SaveIncomplete) as info:
             store.save_user_file(file_data(USER, 50))
@@ -275,12 +280,16 @@ def test_a_cancelled_async_save_reports_its_evictions(
     loop = event_loop_thread.loop
     task_box: list[asyncio.Task[Any]] = []
 
-    def slow_eviction_then_cancel() -> None:
-        # The first eviction will take 1.5 s on the server; cancel the save while it is in flight.
-        fail_next(admin, "findAndModify", blockConnection=True, blockTimeMS=1500)
-        loop.call_soon_threadsafe(lambda: loop.call_later(0.4, task_box[0].cancel))
+    class SlowEvictionThenCancel(AfterNth):
+        # After the write, the first eviction is made to take 1.5 s on the server; once it is
+        # sent, the save is cancelled while it is in flight.
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "findAndModify" and self.seen == 1:
+                loop.call_soon_threadsafe(lambda: loop.call_later(0.3, task_box[0].cancel))
 
-    listener = AfterNth("findAndModify", 1, slow_eviction_then_cancel)
+    listener = SlowEvictionThenCancel(
+        "findAndModify", 1, lambda: fail_next(admin, "findAndModify", blockConnection=True, blockTimeMS=1500)
+    )
 
     async def scenario() -> SaveIncomplete:
         client = _async_client(driver, fault_server.uri, appname=APP, event_listeners=[listener])
@@ -353,15 +362,26 @@ def _cancel_while_blocked(
     make_call: Callable[[AsyncUserFiles], Awaitable[Any]],
     db_name: str,
 ) -> BaseException:
-    """Start ``make_call`` with the victim's next ``command`` blocked 1 s; cancel it meanwhile."""
-    fail_next(admin, command, blockConnection=True, blockTimeMS=1000)
+    """Run ``make_call`` with the victim's next ``command`` blocked 1 s; cancel the call 0.3 s
+    after that command was sent."""
+    loop = event_loop_thread.loop
+    task_box: list[asyncio.Future[Any]] = []
+
+    class CancelWhenSent(AfterNth):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == command and task_box:
+                loop.call_soon_threadsafe(lambda: loop.call_later(0.3, task_box[0].cancel))
 
     async def scenario() -> BaseException:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(fault_server.uri, appname=APP)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            fault_server.uri, appname=APP, event_listeners=[CancelWhenSent(command, 0, lambda: None)]
+        )
         try:
-            task = asyncio.ensure_future(make_call(AsyncUserFiles(client[db_name], timeout_seconds=10)))
-            await asyncio.sleep(0.3)
-            task.cancel()
+            store = AsyncUserFiles(client[db_name], timeout_seconds=10)
+            await store.claimed_paths(USER, ["/warm-up"])  # connected before the blocked call
+            fail_next(admin, command, blockConnection=True, blockTimeMS=1000)
+            task = asyncio.ensure_future(make_call(store))
+            task_box.append(task)
             try:
                 await task
             except BaseException as exc:
