@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -19,6 +20,7 @@ from pymongo.database import Database
 
 from tests.conftest import EventLoopThread, MovableClock
 from tests.helpers import file_data
+from tests.migration_fixtures import create_bot_collection
 from userfiles_db import AsyncUserFiles, UserFiles
 from userfiles_db.clock import UTC
 
@@ -187,7 +189,14 @@ MACHINE_SETTINGS = settings(
 )
 
 
-def test_sync_store_follows_the_model(real_user_files_db: Database[Any]) -> None:
+@pytest.mark.parametrize("write_shape", ["canonical", "legacy"])
+def test_sync_store_follows_the_model(write_shape: str, request: pytest.FixtureRequest) -> None:
+    if write_shape == "canonical":
+        db: Database[Any] = request.getfixturevalue("real_user_files_db")
+    else:  # the rollout's first stage: the bot's own collection (no validator), old shape written
+        db = request.getfixturevalue("real_db")
+        create_bot_collection(db, 0, now=dt.datetime(2030, 1, 1))
+
     def concurrently(store: UserFiles, batch: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         start = threading.Barrier(len(batch))
 
@@ -200,13 +209,15 @@ def test_sync_store_follows_the_model(real_user_files_db: Database[Any]) -> None
 
     class Sync(StoreMachine):
         env = {  # noqa: RUF012
-            "db": real_user_files_db,
-            "make": lambda **kw: UserFiles(real_user_files_db, **kw),
+            "db": db,
+            "make": lambda **kw: UserFiles(db, write_shape=write_shape, **kw),
             "run": lambda value: value,
             "concurrently": concurrently,
         }
 
     run_state_machine_as_test(Sync, settings=MACHINE_SETTINGS)
+    if write_shape == "legacy":  # what the last example left: only the old bot's shape
+        assert db["user_files"].count_documents({"created_at": {"$exists": True}}) == 0
 
 
 def test_async_store_follows_the_model(
