@@ -11,6 +11,8 @@ from tests.conftest import Backend, MovableClock
 from tests.migration_fixtures import legacy_record
 from userfiles_db import InvalidFileData, UserFiles
 from userfiles_db.clock import UTC
+from userfiles_db.migrate.steps import create_indexes
+from userfiles_db.schema import load_schema
 
 USER = 10**17 + 1
 
@@ -105,6 +107,7 @@ def test_legacy_timezone_is_configurable(mock_db: Any) -> None:
 
 def test_after_adoption_queries_skip_the_string_branch(mock_db: Any, clock: MovableClock) -> None:
     now = clock.now.replace(tzinfo=None)
+    create_indexes(mock_db["user_files"], load_schema())
     mock_db["user_files"].insert_one(legacy_record(1, USER, now=now))  # a straggler, string expiry
     store = UserFiles(mock_db, clock=clock, legacy_timezone=None)
     store.save_user_file(legacy_record(2, USER, now=now))  # the writer dict: still accepted (UTC)

@@ -135,19 +135,29 @@ def test_limit_evicts_the_oldest_and_returns_them(backend: Backend, clock: Movab
     assert [r["file_id"] for r in store.get_user_files(USER)] == [ids[5], ids[4], ids[3]]
 
 
-def test_eviction_never_takes_the_record_just_saved(backend: Backend, clock: MovableClock) -> None:
+def test_a_save_older_than_the_newest_limit_evicts_itself(backend: Backend, clock: MovableClock) -> None:
+    # Issue 9 item 1: one total order (creation time, then file_id); whatever lies past the newest
+    # `limit` goes, the record just saved included when it is not among the newest.
     store = make_store(backend, clock, max_files_per_user=2)
     store.save_user_file(file_data(USER, 1))
     clock.advance(seconds=1)
     store.save_user_file(file_data(USER, 2))
-    # Older than both, yet just saved: the oldest *other* record goes.
     old = file_data(USER, 3, created_at=clock.now - dt.timedelta(days=1))
     evicted = store.save_user_file(old)
-    assert [r["file_id"] for r in evicted] == [file_data(USER, 1)["file_id"]]
-    assert evicted[0]["file_path"] == file_data(USER, 1)["file_path"]
+    assert [r["file_id"] for r in evicted] == [old["file_id"]]
+    assert evicted[0]["file_path"] == old["file_path"]
     assert {r["file_id"] for r in store.get_user_files(USER)} == {
-        file_data(USER, 2)["file_id"], old["file_id"]
+        file_data(USER, 1)["file_id"], file_data(USER, 2)["file_id"]
     }  # fmt: skip
+
+
+def test_equal_creation_times_are_ordered_by_file_id(backend: Backend, clock: MovableClock) -> None:
+    store = make_store(backend, clock, max_files_per_user=2)
+    for n in (5, 3, 9, 1):  # all at the same instant
+        store.save_user_file(file_data(USER, n))
+    kept = [r["file_id"] for r in store.get_user_files(USER)]
+    ids = sorted((file_data(USER, n)["file_id"] for n in (5, 3, 9, 1)), reverse=True)
+    assert kept == ids[:2]
 
 
 def test_limit_counts_live_records_only(backend: Backend, clock: MovableClock) -> None:

@@ -13,6 +13,8 @@ from pymongo.database import Database
 from tests.conftest import Backend, MovableClock
 from tests.helpers import file_data
 from userfiles_db import InvalidFileData, UserFiles, UserFilesError
+from userfiles_db.migrate.steps import create_indexes
+from userfiles_db.schema import load_schema
 
 BASE = file_data(99, 1)
 
@@ -92,6 +94,7 @@ _fields = st.sampled_from([*sorted(BASE), "created_at", "expires_at"])
     )
 )
 def test_any_malformed_file_data_raises_invalid_file_data(mock_db: Database[Any], data: object) -> None:
+    create_indexes(mock_db["user_files"], load_schema())
     store = UserFiles(mock_db, expiration_hours=48, max_files_per_user=20)
     before = snapshot(mock_db)
     try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from userfiles_db.errors import (
     ConfigurationError,
+    DatabaseUnavailable,
     FileIdConflict,
     InvalidFileData,
+    SaveIncomplete,
     SchemaError,
     UserFilesError,
 )
@@ -16,9 +18,11 @@ __all__ = [
     "AsyncUserFiles",
     "CollectionSchema",
     "ConfigurationError",
+    "DatabaseUnavailable",
     "FileIdConflict",
     "IndexSpec",
     "InvalidFileData",
+    "SaveIncomplete",
     "SchemaError",
     "UserFiles",
     "UserFilesError",

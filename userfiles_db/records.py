@@ -1,20 +1,22 @@
 """The rules of a user_files record, written once and used by every API.
 
-- what "live" means (the query filter every read applies),
+- what "live" means (the query filter every read applies, and the final check of legacy strings),
 - how a caller's ``file_data`` is validated and completed before a save,
 - how a stored document is turned into the plain dict callers get back,
-- which records the per-user limit evicts.
+- the one total order of a user's records, and which records the per-user limit evicts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import bson
+from bson.datetime_ms import DatetimeMS
 from bson.errors import BSONError
 from bson.tz_util import utc as BSON_UTC
 
@@ -25,11 +27,93 @@ from userfiles_db.schema import CollectionSchema
 
 # The bot's legacy field names and their canonical ones.
 LEGACY_NAMES = {"uploaded_at": "created_at", "file_size": "size"}
+ORIGINS = ("upload", "generated")
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+_INT64 = 2**63
+
+# ISO-8601 as the legacy writers spell it: extended or basic format, "T", "t" or a space between
+# date and time, any number of fraction digits, and an optional "Z" or +hh[:mm] offset.
+_ISO = re.compile(
+    r"""\s*(?P<y>\d{4})(?P<dash>-?)(?P<mo>\d{2})(?P=dash)(?P<d>\d{2})
+    (?:[Tt\ ](?P<h>\d{2})(?::?(?P<mi>\d{2})(?::?(?P<s>\d{2})(?:[.,](?P<f>\d+))?)?)?
+    \s*(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?)?\s*""",
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a legacy date string names: ``moment`` is the one instant the store (and migration
+    0002, which converts on the server) takes it to be; ``earliest`` and ``latest`` differ when the
+    string is a local time the zone's clock shows twice (DST fall-back) or never (spring-forward)."""
+
+    moment: dt.datetime
+    earliest: dt.datetime
+    latest: dt.datetime
+
+    @property
+    def exact(self) -> bool:
+        return self.earliest == self.latest
+
+
+def parse_iso(text: str) -> dt.datetime | None:
+    """The datetime an ISO-8601 string spells (naive when it has no offset); ``None`` if it is not
+    one. Fraction digits past the microsecond are dropped (BSON keeps milliseconds anyway)."""
+    match = _ISO.fullmatch(text)
+    if match is None:
+        return None
+    part = match.groupdict()
+    try:
+        value = dt.datetime(
+            int(part["y"]), int(part["mo"]), int(part["d"]),
+            int(part["h"] or 0), int(part["mi"] or 0), int(part["s"] or 0),
+            int((part["f"] or "0")[:6].ljust(6, "0")),
+        )  # fmt: skip
+    except ValueError:
+        return None
+    zone = part["tz"]
+    if zone:
+        if zone in "Zz":
+            return value.replace(tzinfo=UTC)
+        digits = zone[1:].replace(":", "")
+        offset = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+        if offset >= dt.timedelta(hours=24):
+            return None
+        try:
+            return value.replace(tzinfo=dt.timezone(-offset if zone[0] == "-" else offset))
+        except ValueError:
+            return None
+    return value
+
+
+def _reading(value: dt.datetime, zone: dt.tzinfo | None) -> Reading | None:
+    """``value`` placed in time; a naive one in ``zone`` (``None``: this process's local zone)."""
+    try:
+        if value.tzinfo is not None:
+            moment = to_bson_time(value)
+            return Reading(moment, moment, moment)
+        if zone is None:
+            first = to_bson_time(value.replace(fold=0).astimezone(UTC))
+            second = to_bson_time(value.replace(fold=1).astimezone(UTC))
+        else:
+            first = to_bson_time(value.replace(tzinfo=zone, fold=0))
+            second = to_bson_time(value.replace(tzinfo=zone, fold=1))
+    except (OverflowError, ValueError, OSError):
+        return None
+    if first == second:
+        return Reading(first, first, first)
+    # The wall time is ambiguous (shown twice) or missing (skipped). MongoDB's $dateFromString,
+    # which migration 0002 uses, takes the later instant of an ambiguous time (the offset after
+    # the fall-back) and the offset before the change for a missing one (fold=0): read the same.
+    local = first.astimezone(zone).replace(tzinfo=None) if zone is not None else None
+    missing = local is not None and local != to_bson_time(value).replace(tzinfo=None)
+    moment = first if missing else second
+    return Reading(moment, min(first, second), max(first, second))
 
 
 @dataclass(frozen=True)
 class LegacyTime:
-    """How the bot's legacy dates map to time: naive ISO-8601 strings in ``zone`` (its
+    """How the bot's legacy dates map to time: ISO-8601 strings, naive ones in ``zone`` (its
     container's local time, UTC in practice). ``in_queries`` false: no legacy record is left in
     the collection (the migrations converted them), so queries need no string branch."""
 
@@ -42,6 +126,8 @@ class LegacyTime:
         as UTC). Raises ``ConfigurationError`` for an unknown timezone name."""
         if name is None:
             return cls(UTC, in_queries=False)
+        if not isinstance(name, str):
+            raise ConfigurationError(f"legacy_timezone: must be a timezone name or None, got {name!r}")
         if name.upper() == "UTC":
             return cls(UTC)
         try:
@@ -49,52 +135,85 @@ class LegacyTime:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ConfigurationError(f"legacy_timezone: unknown timezone {name!r}") from None
 
+    def read(self, text: str) -> Reading | None:
+        """What a stored legacy string names (naive ones in ``zone``); None if unparseable."""
+        value = parse_iso(text)
+        return None if value is None else _reading(value, self.zone)
+
     def parse(self, text: str) -> dt.datetime | None:
         """The moment a legacy string names, aware UTC at BSON precision; None if unparseable."""
-        try:
-            moment = dt.datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=self.zone)
-        return to_bson_time(moment)
+        reading = self.read(text)
+        return None if reading is None else reading.moment
 
     def format(self, moment: dt.datetime) -> str:
-        """``moment`` as the legacy writer would store it (``isoformat`` of naive local time)."""
-        return moment.astimezone(self.zone).replace(tzinfo=None).isoformat(timespec="microseconds")
+        """``moment`` as the legacy writer stores it: ``isoformat()`` of naive time in ``zone``."""
+        return moment.astimezone(self.zone).replace(tzinfo=None).isoformat()
+
+
+def read_local(text: str) -> dt.datetime | None:
+    """A string the CALLING process made (the bot's writer dict: ``datetime.now().isoformat()``):
+    naive ones are this process's local time. Aware UTC at BSON precision; None if unparseable."""
+    value = parse_iso(text)
+    reading = None if value is None else _reading(value, None)
+    return None if reading is None else reading.moment
 
 
 def live_filter(now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
-    """The one definition of a live record: ``expires_at`` null or missing, or later than ``now``.
+    """The query half of the one definition of a live record: ``expires_at`` null or missing, or
+    later than ``now``; with legacy records about, every string ``expires_at`` too, which
+    ``is_live`` then decides exactly (strings in other spellings, offsets and zones cannot be
+    compared as text).
 
     Every read puts this in its query, so a record the TTL monitor has not deleted yet (it runs
-    every 60 s, later under load) is never returned. A legacy record's ``expires_at`` is an ISO
-    string, compared as a string with ``now`` written the same way (type bracketing keeps the
-    branches apart). Each branch is a bound on the indexes ``user_id_1_expires_at_-1`` and
-    ``expires_at_1``.
+    every 60 s, later under load) is never returned. Each branch is a bound on the indexes
+    ``user_id_1_expires_at_-1`` and ``expires_at_1``.
     """
     branches: list[dict[str, Any]] = [{"expires_at": None}, {"expires_at": {"$gt": now}}]
     if legacy.in_queries:
-        branches.append({"expires_at": {"$gt": legacy.format(now)}})
+        branches.append({"expires_at": {"$type": "string"}})
     return {"$or": branches}
 
 
-def expired_filter(now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
-    """Records whose ``expires_at`` is at or before ``now`` (a date, or a legacy string)."""
-    if not legacy.in_queries:
-        return {"expires_at": {"$lte": now}}
-    return {
-        "$or": [
-            {"expires_at": {"$lte": now}},
-            {"expires_at": {"$type": "string", "$lte": legacy.format(now)}},
-        ]
-    }
+def is_live(document: Mapping[str, Any], now: dt.datetime, legacy: LegacyTime) -> bool:
+    """The second half of the live rule, for a document ``live_filter`` matched: a legacy string
+    ``expires_at`` is live only if every instant it may name is later than ``now`` (an
+    unparseable one never is). Dates and null were decided by the server."""
+    expires = document.get("expires_at")
+    if not isinstance(expires, str):
+        return True
+    reading = legacy.read(expires)
+    return reading is not None and reading.earliest > now
+
+
+def may_be_live(document: Mapping[str, Any], now: dt.datetime, legacy: LegacyTime) -> bool:
+    """For clean-ups that remove files (the sweep): a document ``live_filter`` matched is kept
+    unless its legacy string ``expires_at`` is surely past (ambiguous and unreadable ones are
+    kept). The opposite side of ``is_live``, which readers use."""
+    expires = document.get("expires_at")
+    return not isinstance(expires, str) or not surely_expired(expires, now, legacy)
+
+
+def expired_filter(now: dt.datetime) -> dict[str, Any]:
+    """Records whose date ``expires_at`` is at or before ``now`` (strings: see ``expired_strings``)."""
+    return {"expires_at": {"$lte": now}}
+
+
+STRING_EXPIRY_FILTER: dict[str, Any] = {"expires_at": {"$type": "string"}}
+
+
+def surely_expired(expires: str, now: dt.datetime, legacy: LegacyTime) -> bool:
+    """A legacy ``expires_at`` string every reading of which is at or before ``now``: only those
+    are deleted by the fallback clean-up (an ambiguous or unparseable one never is)."""
+    reading = legacy.read(expires)
+    return reading is not None and reading.latest <= now
 
 
 def check_user_id(user_id: object) -> int:
-    """``user_id`` if it is an int (a Discord id); raises ``InvalidFileData`` otherwise."""
+    """``user_id`` if it is an int (a Discord id) BSON can store; raises ``InvalidFileData``."""
     if isinstance(user_id, bool) or not isinstance(user_id, int):
         raise InvalidFileData(f"user_id: must be an int, got {type(user_id).__name__} {user_id!r}")
+    if not -_INT64 <= user_id < _INT64:
+        raise InvalidFileData(f"user_id: must fit in 64 bits (a Discord id), got {user_id!r}")
     return user_id
 
 
@@ -104,7 +223,30 @@ def check_file_id(file_id: object) -> str:
         raise InvalidFileData(
             f"file_id: must be a non-empty string, got {type(file_id).__name__} {file_id!r}"
         )
+    _check_text("file_id", file_id)
     return file_id
+
+
+def _check_text(name: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidFileData(
+            f"{name}: contains characters that are not valid text (lone surrogates)"
+        ) from None
+
+
+def check_paths(paths: object) -> list[str]:
+    """A collection of file paths (strings); raises ``InvalidFileData`` otherwise."""
+    if isinstance(paths, (str, bytes)) or not isinstance(paths, Iterable):
+        raise InvalidFileData(f"paths: must be a collection of strings, got {type(paths).__name__}")
+    out = []
+    for path in paths:
+        if not isinstance(path, str):
+            raise InvalidFileData(f"paths: every path must be a string, got {type(path).__name__} {path!r}")
+        _check_text("paths", path)
+        out.append(path)
+    return out
 
 
 def owner_filter(file_id: object, user_id: object | None) -> dict[str, Any]:
@@ -113,6 +255,16 @@ def owner_filter(file_id: object, user_id: object | None) -> dict[str, Any]:
     if user_id is not None:
         query["user_id"] = check_user_id(user_id)
     return query
+
+
+def origin_of(document: Mapping[str, Any]) -> str:
+    """A record's origin: "generated", or "upload" (absent, null and anything else)."""
+    return "generated" if document.get("origin") == "generated" else "upload"
+
+
+def origin_filter(origin: str) -> dict[str, Any]:
+    """The records ``origin_of`` counts as ``origin``."""
+    return {"origin": "generated"} if origin == "generated" else {"origin": {"$ne": "generated"}}
 
 
 @dataclass(frozen=True)
@@ -131,11 +283,55 @@ class PreparedSave:
         return {"file_id": self.file_id, "user_id": self.user_id}
 
     @property
+    def origin(self) -> str:
+        return origin_of(self.set_fields)
+
+    @property
     def update(self) -> dict[str, Any]:
         update: dict[str, Any] = {"$set": self.set_fields}
         if self.defaults:
             update["$setOnInsert"] = self.defaults
         return update
+
+    @property
+    def canonical_key(self) -> dict[str, Any]:
+        """The upsert filter of a canonical write: this user's file, unless stored in the legacy
+        shape (then the insert collides on the unique index and the save converts the record)."""
+        return {**self.key, **{old: {"$exists": False} for old in LEGACY_NAMES}}
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The whole canonical record as a new insert would store it."""
+        return {**self.defaults, **self.set_fields}
+
+    def legacy_update(self, legacy: LegacyTime) -> dict[str, Any]:
+        """The update that stores this record in exactly the old bot's shape: ``uploaded_at`` and
+        ``file_size``, dates as naive ISO strings in the legacy zone (``None`` for never)."""
+        fields: dict[str, Any] = {}
+        for key, value in self.document.items():
+            if key == "created_at":
+                fields["uploaded_at"] = legacy.format(value)
+            elif key == "size":
+                fields["file_size"] = value
+            elif key == "expires_at":
+                fields["expires_at"] = None if value is None else legacy.format(value)
+            else:
+                fields[key] = value
+        return {"$set": fields, "$unset": {new: "" for new in LEGACY_NAMES.values()}}
+
+    def merged_with(self, stored: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]:
+        """The canonical record of a re-save over ``stored`` (possibly legacy-shaped): stored values
+        read as the store reads them, the defaults only where they were missing, the new fields on
+        top."""
+        current = {k: v for k, v in normalize(stored, legacy).items() if k not in LEGACY_NAMES}
+        for key, value in self.defaults.items():
+            if not isinstance(current.get(key), dt.datetime) and not (
+                key == "expires_at" and key in current and current[key] is None
+            ):
+                current[key] = value
+        current.update(self.set_fields)
+        current.pop("_id", None)
+        return current
 
 
 def _check_date(name: str, value: object, nullable: bool) -> dt.datetime | None:
@@ -144,12 +340,19 @@ def _check_date(name: str, value: object, nullable: bool) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         wanted = "a datetime or None" if nullable else "a datetime"
         raise InvalidFileData(f"{name}: must be {wanted}, got {type(value).__name__} {value!r}")
-    return to_bson_time(value)
+    try:
+        return to_bson_time(value)
+    except (OverflowError, ValueError):
+        raise InvalidFileData(f"{name}: {value!r} cannot be stored as a date (out of range)") from None
 
 
-def _from_legacy_writer(given: dict[str, Any], legacy: LegacyTime) -> dict[str, Any]:
+def _from_legacy_writer(given: dict[str, Any]) -> dict[str, Any]:
     """The bot's current writer dict (``file_size``, ``uploaded_at``, ISO-string dates) in the
-    canonical shape; any other dict unchanged (strings where dates belong stay an error there)."""
+    canonical shape; any other dict unchanged (strings where dates belong stay an error there).
+
+    The strings come from the calling process (``datetime.now().isoformat()``): naive ones are
+    read in this process's local zone, not in ``legacy_timezone`` (which is for stored strings).
+    """
     if not any(name in given for name in LEGACY_NAMES):
         return given
     for old, new in LEGACY_NAMES.items():
@@ -160,7 +363,7 @@ def _from_legacy_writer(given: dict[str, Any], legacy: LegacyTime) -> dict[str, 
     for name in ("created_at", "expires_at"):
         value = given.get(name)
         if isinstance(value, str):
-            parsed = legacy.parse(value)
+            parsed = read_local(value)
             if parsed is None:
                 raise InvalidFileData(f"{name}: not an ISO-8601 date string: {value!r}")
             given[name] = parsed
@@ -179,16 +382,20 @@ def prepare_save(
 
     ``created_at`` defaults to ``now``; ``expires_at``, when absent, to ``created_at`` plus the
     expiration hours (``None`` when files never expire); an explicit ``expires_at=None`` means
-    "never". Naive datetimes are taken as UTC. Raises ``InvalidFileData`` naming the field.
+    "never". Naive datetimes are taken as UTC; naive strings of the writer dict as local time.
+    ``origin``, if given, is "upload" or "generated". Raises ``InvalidFileData`` naming the field.
     """
     if not isinstance(file_data, Mapping):
         raise InvalidFileData(f"file_data: must be a dict, got {type(file_data).__name__}")
     for key in file_data:
         if not isinstance(key, str) or not key or key.startswith("$") or "." in key:
             raise InvalidFileData(f"{key!r}: field names must be non-empty strings without '$' or '.'")
+        _check_text("field name", key)
     if "_id" in file_data:
         raise InvalidFileData("_id: is managed by the database; leave it out")
-    given = _from_legacy_writer(dict(file_data), legacy)
+    given = _from_legacy_writer(dict(file_data))
+    if "origin" in given and given["origin"] not in ORIGINS:
+        raise InvalidFileData(f"origin: must be 'upload' or 'generated', got {given['origin']!r}")
     defaults: dict[str, Any] = {}
 
     created_at = _check_date("created_at", given.pop("created_at", None), nullable=True)
@@ -201,25 +408,39 @@ def prepare_save(
     elif settings.expiration_hours is None:
         defaults["expires_at"] = None
     else:
-        defaults["expires_at"] = to_bson_time(
-            created_at_value + dt.timedelta(hours=settings.expiration_hours)
-        )
+        try:
+            defaults["expires_at"] = to_bson_time(
+                created_at_value + dt.timedelta(hours=settings.expiration_hours)
+            )
+        except OverflowError:
+            raise InvalidFileData(
+                f"created_at: {created_at_value!r} plus {settings.expiration_hours:g} hours is past the "
+                "largest storable date"
+            ) from None
 
     problems = schema.problems({**defaults, **given})
     if problems:
         raise InvalidFileData("; ".join(problems))
     try:
-        bson.encode({**defaults, **given})
-    except (BSONError, TypeError, OverflowError) as exc:
+        encoded = bson.encode({**defaults, **given})
+    except (BSONError, TypeError, OverflowError, ValueError) as exc:
         raise InvalidFileData(f"file_data: cannot be stored in MongoDB: {exc}") from None
+    if len(encoded) > MAX_DOCUMENT_BYTES - 64 * 1024:
+        raise InvalidFileData(
+            f"file_data: the record is {len(encoded)} bytes; MongoDB stores at most 16 MiB per record"
+        )
     return PreparedSave(
         file_id=given["file_id"], user_id=given["user_id"], set_fields=given, defaults=defaults
     )
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def as_utc(value: Any) -> Any:
-    """A datetime as aware UTC (naive ones are UTC, as PyMongo reads them); anything else as is.
-    One already in UTC (from a ``tz_aware`` client) is returned as it is: no copy."""
+    """A datetime as aware UTC (naive ones are UTC, as PyMongo reads them; a ``DatetimeMS`` from a
+    client with ``datetime_conversion=DATETIME_MS`` too, when in range); anything else as is. One
+    already in UTC (from a ``tz_aware`` client) is returned as it is: no copy."""
     if isinstance(value, dt.datetime):
         zone = value.tzinfo
         if zone is None:
@@ -227,6 +448,11 @@ def as_utc(value: Any) -> Any:
         if zone is UTC or zone is BSON_UTC:
             return value
         return value.astimezone(UTC)
+    if isinstance(value, DatetimeMS):
+        try:
+            return _EPOCH + dt.timedelta(milliseconds=int(value))
+        except OverflowError:
+            return value
     return value
 
 
@@ -241,9 +467,9 @@ def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]
     """A stored document as callers get it: a plain dict in the canonical shape, no ``_id``,
     datetimes aware UTC, ``expires_at`` always present (``None`` when the record never expires).
 
-    Legacy records (``uploaded_at``, ``file_size``, ISO-string dates) come back canonical; a
-    string that does not parse is returned as it is. Works with or without ``tz_aware``. (Read
-    without a projection and converted here: both a projection and tz-aware decoding cost more.)
+    Legacy records (``uploaded_at``, ``file_size``, ISO-string dates in any ISO spelling) come back
+    canonical, times read exactly as migration 0002 converts them; a string that does not parse is
+    returned as it is. Works with or without ``tz_aware``, and with ``DATETIME_MS`` clients.
     """
     created = document.get("created_at")
     expires = document.get("expires_at", _MISSING)
@@ -272,33 +498,35 @@ def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]
     return out
 
 
-def _created(pair: tuple[dict[str, Any], Any]) -> dt.datetime:
-    created = pair[0].get("created_at")
-    return created if isinstance(created, dt.datetime) else _OLDEST
+def order_key(record: Mapping[str, Any]) -> tuple[dt.datetime, str]:
+    """The one total order of a user's records, newest first when sorted descending: creation time
+    (unreadable ones oldest), then ``file_id`` (unique) as the tie-break. Every saver computes it
+    the same way from the stored values, so concurrent saves agree on what lies past the limit."""
+    created = record.get("created_at")
+    file_id = record.get("file_id")
+    return (
+        created if isinstance(created, dt.datetime) else _OLDEST,
+        file_id if isinstance(file_id, str) else "",
+    )
 
 
 def newest_first(documents: list[dict[str, Any]], legacy: LegacyTime) -> list[tuple[dict[str, Any], Any]]:
-    """Stored ``documents`` as ``(normalised record, _id)`` pairs, newest first by creation time
-    (unreadable ones last; ties keep the server's order). The one ordering every operation uses:
-    listing, the limit's eviction choice, and delete-all.
+    """Stored ``documents`` as ``(normalised record, _id)`` pairs in the total order, newest first
+    (``order_key``). The one ordering every operation uses: listing, the limit's eviction choice,
+    and delete-all.
 
     Sorted here rather than on the server: a user has few live records, and legacy records keep
     their creation time in a string under another name.
     """
     pairs = [(normalize(document, legacy), document.get("_id")) for document in documents]
-    pairs.sort(key=_created, reverse=True)  # stable, also reversed
+    pairs.sort(key=lambda pair: order_key(pair[0]), reverse=True)
     return pairs
 
 
-def eviction_candidates_filter(
-    prepared: PreparedSave, now: dt.datetime, legacy: LegacyTime
-) -> dict[str, Any]:
-    """The user's other live records; past the newest ``max - 1`` of them, each is evicted."""
-    return {
-        "user_id": prepared.user_id,
-        "file_id": {"$ne": prepared.file_id},
-        **live_filter(now, legacy),
-    }
+def limit_listing_filter(prepared: PreparedSave, now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
+    """The user's live records of the saved record's origin, the saved one included: everything
+    past the newest ``limit`` of them in the total order is evicted."""
+    return {"user_id": prepared.user_id, **origin_filter(prepared.origin), **live_filter(now, legacy)}
 
 
-EVICTION_FIELDS: dict[str, int] = {"_id": 1, "created_at": 1, "uploaded_at": 1}
+LISTING_FIELDS: dict[str, int] = {"_id": 1, "file_id": 1, "created_at": 1, "uploaded_at": 1, "expires_at": 1}
