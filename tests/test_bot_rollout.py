@@ -70,7 +70,7 @@ async def check_bot(bot: OldBot, user: int, label: str) -> str:
     mine = [row for row in rows if row[0] == f"{label}.csv"]
     assert mine, (bot.version, rows)
     _name, size, uploaded_str, expires = mine[0]
-    assert size == "3.1 KB", (bot.version, rows)  # 3,200 bytes, never "0 B"
+    assert size == "1.6 KB", (bot.version, rows)  # 1,600 bytes, never "0 B"
     shown = datetime.strptime(uploaded_str, "%Y-%m-%d %H:%M")  # the bot's local time, not UTC
     assert abs(shown - datetime.now()) < timedelta(minutes=2), (bot.version, rows)
     assert expires in (f"{EXPIRATION_HOURS - 1}h left", f"{EXPIRATION_HOURS}h left"), (bot.version, rows)
@@ -80,7 +80,7 @@ async def check_bot(bot: OldBot, user: int, label: str) -> str:
     assert file_id in paths, (bot.version, paths)
     loaded = await bot.load_file(file_id, user)
     assert loaded["success"], (bot.version, loaded)
-    assert loaded["file_size"] == 3200, (bot.version, loaded)
+    assert loaded["file_size"] == 1600, (bot.version, loaded)
     assert await bot.get_file(file_id, user + 1) is None  # owner-scoped
     return file_id
 
@@ -189,7 +189,7 @@ async def test_every_stage_of_the_rollout_and_the_rollback(
         await check_bot(old, 11, "old4")
         await check_limit(old, 12)
         await check_bot(rollback_new, 11, "rb2")
-        await sees(rollback_new, 11, from_old)
+        await sees(rollback_new, 2, from_old)
 
         # Rollback to the start: down --to base; the old bot alone, as before the rollout.
         migrate(real_db, local_zone, "down", "base")

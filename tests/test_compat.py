@@ -21,9 +21,6 @@ from userfiles_db.local_server import LocalMongod, free_port
 from userfiles_db.migrate import Runner, discover
 from userfiles_db.migrate.config import bundled_migrations
 
-pytestmark = pytest.mark.asyncio
-
-
 class DatabaseHandler(UserFilesMixin):
     """Shaped like the bot's handler: it keeps its async database in ``self.db``."""
 
@@ -51,6 +48,7 @@ def migrated(real_db: Database[Any]) -> Database[Any]:
     return real_db
 
 
+@pytest.mark.asyncio
 async def test_the_bots_flow_end_to_end(mongod: LocalMongod, migrated: Database[Any], tmp_path: Path) -> None:
     root = tmp_path / "user_files"
     root.mkdir()
@@ -124,6 +122,7 @@ async def test_the_bots_flow_end_to_end(mongod: LocalMongod, migrated: Database[
     await client.close()
 
 
+@pytest.mark.asyncio
 async def test_charts_never_evict_uploads(
     mongod: LocalMongod, migrated: Database[Any], tmp_path: Path
 ) -> None:
@@ -146,6 +145,7 @@ async def test_charts_never_evict_uploads(
     await client.close()
 
 
+@pytest.mark.asyncio
 async def test_a_file_shared_by_two_records_stays_while_one_is_live(
     mongod: LocalMongod, migrated: Database[Any], tmp_path: Path
 ) -> None:
@@ -162,6 +162,7 @@ async def test_a_file_shared_by_two_records_stays_while_one_is_live(
     await client.close()
 
 
+@pytest.mark.asyncio
 async def test_an_upload_whose_record_is_not_saved_fails_and_its_file_goes(
     mongod: LocalMongod, migrated: Database[Any], tmp_path: Path
 ) -> None:
@@ -181,6 +182,7 @@ async def test_an_upload_whose_record_is_not_saved_fails_and_its_file_goes(
     await client.close()
 
 
+@pytest.mark.asyncio
 async def test_with_the_server_down_failures_reach_the_user_in_bounded_time(tmp_path: Path) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=30_000
@@ -236,6 +238,7 @@ def test_the_bot_view_is_what_the_bots_callers_read(monkeypatch: pytest.MonkeyPa
         time.tzset()
 
 
+@pytest.mark.asyncio
 async def test_seed_methods_on_the_real_server(
     mongod: LocalMongod, migrated: Database[Any], tmp_path: Path
 ) -> None:

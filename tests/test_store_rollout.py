@@ -151,3 +151,19 @@ def test_claimed_paths_async(backend: Backend) -> None:
     assert store.claimed_paths(USER, {file_data(USER, 1)["file_path"], "/x"}) == {
         file_data(USER, 1)["file_path"]
     }
+
+
+def test_legacy_writes_resume_as_soon_as_the_validator_accepts_them_again(real_db: Database[Any]) -> None:
+    """A rollback: the strict validator refuses legacy writes, then `down` relaxes it; the very
+    next save is legacy-shaped again, so an old bot sees it."""
+    create_collection(real_db, load_schema())  # strict validator, as after migration 0004
+    store = UserFiles(real_db, write_shape="legacy", expiration_hours=48)
+    store.save_user_file(file_data(7, 1))
+    assert isinstance(
+        real_db["user_files"].find_one({"file_id": file_data(7, 1)["file_id"]})["created_at"], dt.datetime
+    )
+    real_db.command("collMod", "user_files", validationLevel="moderate", validationAction="warn")
+    store.save_user_file(file_data(7, 2))
+    stored = real_db["user_files"].find_one({"file_id": file_data(7, 2)["file_id"]})
+    assert isinstance(stored["uploaded_at"], str)
+    assert "created_at" not in stored

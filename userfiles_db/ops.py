@@ -241,7 +241,7 @@ class FileOps:
         self.clock = clock
         self.legacy = legacy
         self._unique_index_seen = False  # checked once; a missing index is checked again
-        self._legacy_refused = False  # the strict validator refused the legacy shape once
+        self._legacy_refused = False  # the strict validator refused the last legacy-shaped write
 
     def now(self) -> dt.datetime:
         return read_clock(self.clock)
@@ -328,18 +328,23 @@ class FileOps:
         self._unique_index_seen = True
 
     def _write(self, prepared: records.PreparedSave) -> Plan[dict[str, Any]]:
-        if self.settings.write_shape == "legacy" and not self._legacy_refused:
+        # Every write tries the legacy shape first, never "from now on": after a rollback's
+        # `down` the validator accepts it again, and an old bot must see every record written then.
+        if self.settings.write_shape == "legacy":
             try:
                 update = prepared.legacy_update(self.legacy)
-                return (yield from self._upsert(prepared, prepared.key, update, convert=False))
+                stored = yield from self._upsert(prepared, prepared.key, update, convert=False)
+                self._legacy_refused = False
+                return stored
             except OperationFailure as exc:
                 if exc.code != VALIDATION_FAILED:
                     raise
+                if not self._legacy_refused:
+                    logger.warning(
+                        "write_shape 'legacy': the collection's validator refuses the legacy shape (the "
+                        "strict validator of migration 0004 is on); writing the canonical shape instead"
+                    )
                 self._legacy_refused = True
-                logger.warning(
-                    "write_shape 'legacy': the collection's validator refuses the legacy shape (the strict "
-                    "validator of migration 0004 is on); writing the canonical shape from now on"
-                )
         return (yield from self._upsert(prepared, prepared.canonical_key, prepared.update, convert=True))
 
     def _upsert(
