@@ -21,6 +21,7 @@ from userfiles_db.local_server import LocalMongod, free_port
 from userfiles_db.migrate import Runner, discover
 from userfiles_db.migrate.config import bundled_migrations
 
+
 class DatabaseHandler(UserFilesMixin):
     """Shaped like the bot's handler: it keeps its async database in ``self.db``."""
 
