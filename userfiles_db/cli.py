@@ -24,7 +24,6 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from userfiles_db import __version__
 from userfiles_db.disk import DEFAULT_GRACE_SECONDS, sweep
 from userfiles_db.errors import ConfigurationError, UserFilesError
 from userfiles_db.local_server import LocalMongod, MongodNotFound
@@ -166,7 +165,7 @@ def _runner(conn: Connection) -> Runner:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+@click.version_option(package_name="userfiles_db", message="%(prog)s %(version)s")
 @click.option("--uri", help="MongoDB URI. Default: $MONGODB_URI, then uri in migrate.yaml; "
               "with none, an embedded local server is used.")  # fmt: skip
 @click.option("--db", "db_name", help="Database name. Default: $MONGODB_DB, then db in "
@@ -385,7 +384,7 @@ def main() -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+@click.version_option(package_name="userfiles_db", message="%(prog)s %(version)s")
 def tools() -> None:
     """userfiles_db's maintenance commands (python -m userfiles_db COMMAND)."""
 
