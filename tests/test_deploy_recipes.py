@@ -220,10 +220,12 @@ def test_compose_migrate_then_bot_then_sweep(
     )  # fmt: skip
     orphan = bot_root / "42" / "expired.csv"  # its record is gone (TTL), the file stays behind
     orphan.write_text("old\n")
-    two_hours_ago = orphan.stat().st_mtime - 7200
-    os.utime(orphan, (two_hours_ago, two_hours_ago))
 
-    # the sweep service: one pass of its loop, then `docker compose stop` during its sleep
+    # the sweep service: one pass of its loop, then `docker compose stop` during its sleep. A file
+    # cannot be made older than its ctime, so this run sets the grace period to 0 seconds.
+    defaults = compose_services({"MONGODB_URI": mongod.uri})["sweep"].environment
+    assert (defaults["SWEEP_INTERVAL_SECONDS"], defaults["SWEEP_GRACE_SECONDS"]) == ("900", "3600")
+    services = compose_services({"MONGODB_URI": mongod.uri, "SWEEP_GRACE_SECONDS": "0"})
     bin_dir, sleep_log = fake_sleep(tmp_path)
     argv, environment = container(services["sweep"], extra_path=bin_dir)
     assert argv[:2] == ["/bin/sh", "-c"]
