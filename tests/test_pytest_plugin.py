@@ -121,6 +121,7 @@ def test_marker_asks_for_the_real_server(pytester: pytest.Pytester, mongod: Loca
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.mongod  # starts a server of its own
 def test_embedded_server_is_started_when_no_uri_is_given(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
