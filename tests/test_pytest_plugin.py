@@ -31,17 +31,17 @@ def record(file_id, user_id=7):
             "file_path": f"/files/{user_id}/{file_id}", "size": 10}
 
 
-def test_store_roundtrip_and_expiry(userfiles_store, userfiles_clock, userfiles_db, userfiles_backend):
-    print("BACKEND", userfiles_backend, "DB", userfiles_db.name)
+def test_store_roundtrip_and_expiry(userfiles_store, userfiles_clock, userfiles_database, userfiles_backend):
+    print("BACKEND", userfiles_backend, "DB", userfiles_database.name)
     assert userfiles_store.save_user_file(record("f1")) == []
     assert [r["file_id"] for r in userfiles_store.get_user_files(7)] == ["f1"]
-    assert userfiles_db["user_files"].count_documents({}) == 1
+    assert userfiles_database["user_files"].count_documents({}) == 1
     userfiles_clock.advance(hours=49)  # past the default 48 h expiry
     assert userfiles_store.get_user_files(7) == []
 
 
-def test_indexes_are_declared(userfiles_db):
-    names = set(userfiles_db["user_files"].index_information())
+def test_indexes_are_declared(userfiles_database):
+    names = set(userfiles_database["user_files"].index_information())
     assert {"file_id_1", "user_id_1_expires_at_-1", "expires_at_1"} <= names
 
 
@@ -99,14 +99,14 @@ from pymongo.errors import WriteError
 
 
 @pytest.mark.userfiles_mongod
-def test_real_server_enforces_the_validator(userfiles_db, userfiles_backend):
+def test_real_server_enforces_the_validator(userfiles_database, userfiles_backend):
     assert userfiles_backend == "mongod"
     with pytest.raises(WriteError) as caught:
-        userfiles_db["user_files"].insert_one({"file_id": "x", "user_id": "not a number"})
+        userfiles_database["user_files"].insert_one({"file_id": "x", "user_id": "not a number"})
     assert caught.value.code == 121  # DocumentValidationFailure: the schema was applied
-    options = userfiles_db["user_files"].options()
+    options = userfiles_database["user_files"].options()
     assert options["validationLevel"] == "strict"
-    ttl = userfiles_db["user_files"].index_information()["expires_at_1"]
+    ttl = userfiles_database["user_files"].index_information()["expires_at_1"]
     assert ttl["expireAfterSeconds"] == 0
 
 
@@ -131,12 +131,12 @@ def test_embedded_server_is_started_when_no_uri_is_given(
         import pytest
 
         @pytest.mark.userfiles_mongod
-        def test_embedded(userfiles_mongod_uri, userfiles_store, userfiles_db):
+        def test_embedded(userfiles_mongod_uri, userfiles_store, userfiles_database):
             assert userfiles_mongod_uri.startswith("mongodb://127.0.0.1:")
             userfiles_store.save_user_file({"file_id": "e1", "user_id": 1, "filename": "a",
                 "file_type": "txt", "file_path": "/f/1/a", "size": 1})
-            assert userfiles_db.client.admin.command("buildInfo")["version"].startswith("6.")
-            assert userfiles_db["user_files"].count_documents({}) == 1
+            assert userfiles_database.client.admin.command("buildInfo")["version"].startswith("6.")
+            assert userfiles_database["user_files"].count_documents({}) == 1
         """
     )
     result = pytester.runpytest()
@@ -148,19 +148,19 @@ import pytest
 
 
 @pytest.mark.asyncio
-async def test_async_store(userfiles_async_store, userfiles_db, userfiles_clock, userfiles_backend):
-    print("BACKEND", userfiles_backend, "DB", userfiles_db.name)
+async def test_async_store(userfiles_async_store, userfiles_database, userfiles_clock, userfiles_backend):
+    print("BACKEND", userfiles_backend, "DB", userfiles_database.name)
     evicted = await userfiles_async_store.save_user_file({"file_id": "a1", "user_id": 5,
         "filename": "a", "file_type": "txt", "file_path": "/f/5/a", "size": 3})
     assert evicted == []
     # the async store writes into the very database the sync fixture shows
-    assert userfiles_db["user_files"].find_one({"file_id": "a1"})["size"] == 3
+    assert userfiles_database["user_files"].find_one({"file_id": "a1"})["size"] == 3
     assert [r["file_id"] for r in await userfiles_async_store.get_user_files(5)] == ["a1"]
     assert (await userfiles_async_store.get_file("a1", user_id=6)) is None
     userfiles_clock.advance(hours=49)
     assert await userfiles_async_store.get_user_files(5) == []
     assert await userfiles_async_store.delete_expired_files() == 1
-    assert userfiles_db["user_files"].count_documents({}) == 0
+    assert userfiles_database["user_files"].count_documents({}) == 0
 """
 
 
@@ -206,8 +206,9 @@ def test_no_collision_with_a_projects_own_fixtures(pytester: pytest.Pytester) ->
     names = set(re.findall(r"^(\w+)(?: \[session scope\])? -- ", section, re.M)) or set(
         re.findall(r"^(\w+)", section, re.M)
     )
-    assert names >= {"userfiles_store", "userfiles_async_store", "userfiles_db", "userfiles_clock"}
+    assert names >= {"userfiles_store", "userfiles_async_store", "userfiles_database", "userfiles_clock"}
     assert all(name.startswith("userfiles_") for name in names), names
+    assert "userfiles_db" not in names  # a fixture must not shadow the package in a test's body
     help_text = pytester.runpytest("--help").stdout.str()
     options = set(re.findall(r"--userfiles[\w-]*", help_text))
     assert options == {"--userfiles-mongod", "--userfiles-uri"}

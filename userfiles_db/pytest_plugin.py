@@ -15,7 +15,7 @@ unique ``file_id`` index, the TTL index.
 Fixtures:
     userfiles_backend      "mongomock" or "mongod": what this test runs on
     userfiles_clock        a clock the test moves by hand (``.advance(hours=49)``); the stores use it
-    userfiles_db           the test's (sync) database, to inspect or seed directly
+    userfiles_database     the test's (sync) database, to inspect or seed directly
     userfiles_store        ``UserFiles`` on that database
     userfiles_async_store  ``AsyncUserFiles`` on that database (async tests; needs pytest-asyncio)
     userfiles_mongod_uri   (session) the URI of the real server, started on first use
@@ -133,7 +133,7 @@ def userfiles_clock() -> UserFilesClock:
 
 
 @pytest.fixture
-def userfiles_db(request: pytest.FixtureRequest, userfiles_backend: str) -> Iterator[Database[Any]]:
+def userfiles_database(request: pytest.FixtureRequest, userfiles_backend: str) -> Iterator[Database[Any]]:
     """A fresh database holding the declared ``user_files`` collection (on mongomock: its indexes;
     mongomock has no validators), dropped after the test."""
     from userfiles_db.migrate.steps import create_collection, create_indexes
@@ -169,12 +169,12 @@ def userfiles_db(request: pytest.FixtureRequest, userfiles_backend: str) -> Iter
 
 
 @pytest.fixture
-def userfiles_store(userfiles_db: Database[Any], userfiles_clock: UserFilesClock) -> UserFiles:
-    """``UserFiles`` on ``userfiles_db``, timed by ``userfiles_clock``; expiry hours and the
+def userfiles_store(userfiles_database: Database[Any], userfiles_clock: UserFilesClock) -> UserFiles:
+    """``UserFiles`` on ``userfiles_database``, timed by ``userfiles_clock``; expiry hours and the
     per-user limit come from the environment as in production (48 h, 20 files by default)."""
     from userfiles_db.store import UserFiles
 
-    return UserFiles(userfiles_db, clock=userfiles_clock)
+    return UserFiles(userfiles_database, clock=userfiles_clock)
 
 
 class AsyncCursor:
@@ -221,7 +221,7 @@ class AsyncDatabase:
 async def _async_store(request: pytest.FixtureRequest) -> AsyncIterator[AsyncUserFiles]:
     from userfiles_db.store import AsyncUserFiles
 
-    db: Database[Any] = request.getfixturevalue("userfiles_db")
+    db: Database[Any] = request.getfixturevalue("userfiles_database")
     clock: UserFilesClock = request.getfixturevalue("userfiles_clock")
     if request.getfixturevalue("userfiles_backend") == MONGOMOCK:
         yield AsyncUserFiles(AsyncDatabase(db), clock=clock)
@@ -247,7 +247,7 @@ def _needs_pytest_asyncio() -> AsyncUserFiles:
 
 
 async def _userfiles_async_store(request: pytest.FixtureRequest) -> AsyncIterator[AsyncUserFiles]:
-    """``AsyncUserFiles`` on the same database as ``userfiles_db`` and ``userfiles_store``, timed
+    """``AsyncUserFiles`` on the same database as ``userfiles_database`` and ``userfiles_store``, timed
     by ``userfiles_clock``: through ``pymongo.AsyncMongoClient`` on a real server, through an
     awaitable wrapper of mongomock otherwise."""
     async for store in _async_store(request):
