@@ -437,6 +437,19 @@ def test_github_actions_pull_request_then_deploy(
     assert "::error title=userfiles_db::status --check exited 4" in edited[0].output
 
 
+def test_github_actions_without_the_secret(bot_db: Database[Any], tmp_path: Path) -> None:
+    # Pull requests from forks get no secrets: the check says so and passes, writing nothing
+    checked = run_workflow("pull_request", "", tmp_path)
+    assert [r.returncode for r in checked] == [0, 0], checked
+    assert "::warning title=userfiles_db::no MONGODB_URI secret" in checked[0].output
+    # A deploy without it fails before running anything (never an embedded server in CI)
+    deployed = run_workflow("push", "", tmp_path)
+    assert [r.returncode for r in deployed] == [1], deployed
+    assert "set the repository secret MONGODB_URI" in deployed[0].output
+    assert not (tmp_path / ".userfiles-mongod").exists()
+    assert bot_db.list_collection_names() == []
+
+
 def test_every_recipe_is_documented() -> None:
     docs = (ROOT / "docs" / "deploying.md").read_text()
     for path in sorted(DEPLOY.rglob("*.y*ml")):
