@@ -320,6 +320,7 @@ def json_option(function: F) -> F:
 
 
 @click.group(cls=ProgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="userfiles_db", message="%(prog)s %(version)s")
 @click.option("--uri", help="MongoDB URI. Default: $USERFILES_URI, $MONGODB_URI, then uri in the config "
               "file. With none: an error in CI or without a terminal, else the embedded server.")  # fmt: skip
 @click.option("--db", "db_name", help="Database name. Default: $USERFILES_DB, $MONGODB_DB, db in the "
@@ -585,6 +586,7 @@ def main() -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="userfiles_db", message="%(prog)s %(version)s")
 def tools() -> None:
     """userfiles_db's maintenance commands (python -m userfiles_db COMMAND)."""
 
