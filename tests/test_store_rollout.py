@@ -165,5 +165,6 @@ def test_legacy_writes_resume_as_soon_as_the_validator_accepts_them_again(real_d
     real_db.command("collMod", "user_files", validationLevel="moderate", validationAction="warn")
     store.save_user_file(file_data(7, 2))
     stored = real_db["user_files"].find_one({"file_id": file_data(7, 2)["file_id"]})
+    assert stored is not None
     assert isinstance(stored["uploaded_at"], str)
     assert "created_at" not in stored

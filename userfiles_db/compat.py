@@ -221,7 +221,7 @@ class UserFilesMixin:
         if self.user_files_root is None or not isinstance(data.get("file_path"), str):
             return
         try:
-            claimed = await self.user_files.claimed_paths(data.get("user_id"), [data["file_path"]])
+            claimed = await self.user_files.claimed_paths(data["user_id"], [data["file_path"]])
         except Exception:
             # The database cannot say (it is why the save failed): the bot's upload path is new by
             # construction (<file_id><ext>, file_id unique per upload), so nothing else uses it.
