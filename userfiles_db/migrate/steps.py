@@ -10,9 +10,15 @@ server does not allow them in one on an existing collection.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
+import bson
+from bson import MaxKey
+from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
@@ -20,7 +26,10 @@ from pymongo.errors import OperationFailure
 from userfiles_db.clock import utc_now
 from userfiles_db.migrate.context import context
 from userfiles_db.migrate.errors import DryRunWrite, MigrationError, SchemaStepConflict
+from userfiles_db.migrate.retry import retry_transient
 from userfiles_db.schema import CollectionSchema, IndexSpec
+
+T = TypeVar("T")
 
 # Reads a migration may make in a dry run; any other call on a collection is refused.
 _READS = frozenset(
@@ -316,17 +325,280 @@ def ensure_schema(
 
 @dataclass(frozen=True)
 class Conversion:
-    """What a batched data step did: records changed, records it could not convert."""
+    """What a batched data step did: records changed, records it could not convert (and the
+    ``_id`` of the first ``LISTED_IDS`` of those)."""
 
     modified: int
     unconvertible: int
+    unconvertible_ids: tuple[Any, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Legacy date strings: one grammar, read the same way on the server (the migration's pipeline)
+# and in Python (``parse_legacy_date``, the model the tests hold the pipeline to).
+#
+# ISO 8601 only, nothing guessed: a date (2026-11-12 or 20261112), optionally a time after "T"
+# or a space (10, 10:30, 10:30:00, 10:30:00.123456 or ,123456; basic 1030, 103000.5), optionally
+# an offset (Z, +02:00, +0200, +02; -05:00). Separators are used consistently within the date
+# and within the time. A string with an offset means that instant; a naive one is a wall time in
+# the legacy timezone, and a wall time that a DST change makes ambiguous or skips is read with
+# the offset in force before the change (Python's ``fold=0``: the earlier of two instants).
+# Digits beyond the millisecond are dropped (a BSON date's precision). The result must be an
+# instant PyMongo can decode: years 1 to 9999 in UTC. Anything else ("11/12/2026", "yesterday",
+# "0000-01-01T00:00:00", a month 13) is left as it is, counted and listed.
+
+LEGACY_DATE_PATTERN = (
+    r"^([0-9]{4})(-?)([0-9]{2})\2([0-9]{2})"
+    r"(?:[T ]([0-9]{2})(?:(:?)([0-9]{2})(?:\6([0-9]{2})(?:[.,]([0-9]+))?)?)?"
+    r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
+    r"(?![\s\S])"  # the end of the text ("$" would allow a final newline)
+)
+_LEGACY_DATE = re.compile(LEGACY_DATE_PATTERN)
+UTC = dt.timezone.utc
+#: The instants PyMongo can decode into a ``datetime``.
+EARLIEST = dt.datetime(1, 1, 1, tzinfo=UTC)
+LATEST = dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+_DAY_MS = 86_400_000
+
+
+def _fixed_offset(text: str) -> dt.timedelta | None:
+    """The offset an ISO suffix names (``Z``, ``+02:00``, ``-0500``, ``+02``); None if invalid."""
+    if text == "Z":
+        return dt.timedelta(0)
+    hours, minutes = int(text[1:3]), int(text[-2:]) if len(text) > 3 else 0
+    if hours > 23 or minutes > 59:
+        return None
+    offset = dt.timedelta(hours=hours, minutes=minutes)
+    return -offset if text[0] == "-" else offset
+
+
+def parse_legacy_date(text: str, zone: dt.tzinfo) -> dt.datetime | None:
+    """The instant a legacy date string names, as aware UTC at BSON precision (milliseconds), or
+    ``None`` when it is not in the grammar above or names no decodable instant. Naive strings
+    are wall times in ``zone`` (``fold=0`` for DST-ambiguous and skipped times).
+
+    This is exactly what the conversion pipeline does on the server, in Python."""
+    match = _LEGACY_DATE.match(text)
+    if match is None:
+        return None
+    year, _, month, day, hour, _, minute, second, fraction, suffix = match.groups()
+    try:
+        wall = dt.datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+            int((fraction or "")[:3].ljust(3, "0")) * 1000,
+        )  # fmt: skip
+    except ValueError:  # year 0, month 13, February 30, hour 24, ...
+        return None
+    offset = _fixed_offset(suffix) if suffix else None
+    if suffix and offset is None:
+        return None
+    moment = wall.replace(tzinfo=dt.timezone(offset) if offset is not None else zone, fold=0)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 once in UTC
+        return None
+
+
+# datetime.isoformat() of a naive time from 1970 on (the legacy writer's spelling). Before 1970
+# the server's parser rounds sub-millisecond digits towards 1970 instead of truncating them.
+_WRITER_PATTERN = (
+    r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{6})?(?![\s\S])"
+)
+
+
+def _is_utc(timezone: str) -> bool:
+    return timezone.upper() in ("UTC", "ETC/UTC", "Z")
+
+
+def _int(capture: Any, default: int = 0) -> dict[str, Any]:
+    return {"$toInt": {"$ifNull": [capture, str(default)]}}
+
+
+def _local_to_utc(wall: Any, timezone: str) -> Any:
+    """Server expression: the instant whose wall time in ``timezone`` is ``wall`` (a date holding
+    the wall time as if it were UTC); ``fold=0`` for DST-ambiguous and skipped wall times."""
+    if _is_utc(timezone):
+        return wall
+
+    def clamp(date: Any) -> Any:
+        # Probes stay within years 1..9999 wherever they land, or $dateFromParts refuses them.
+        low, high = EARLIEST + dt.timedelta(days=1), LATEST - dt.timedelta(days=1)
+        return {"$max": [{"$min": [date, high]}, low]}
+
+    def offset(date: Any) -> Any:
+        # timezone's UTC offset (ms) at instant `date`: its wall time there, read as UTC, minus it.
+        parts = {"$dateToParts": {"date": clamp(date), "timezone": timezone}}
+        return {
+            "$let": {
+                "vars": {"p": parts},
+                "in": {
+                    "$subtract": [
+                        {
+                            "$dateFromParts": {
+                                key: f"$$p.{key}"
+                                for key in ("year", "month", "day", "hour", "minute", "second", "millisecond")
+                            }
+                        },
+                        clamp(date),
+                    ]
+                },
+            }
+        }
+
+    # The offsets a day before and a day after; when they differ a DST change is near: take the
+    # later one only if it alone gives back this wall time (otherwise ambiguous or skipped: the
+    # earlier one, as Python does with fold=0).
+    return {
+        "$let": {
+            "vars": {
+                "early": offset({"$subtract": [wall, _DAY_MS]}),
+                "late": offset({"$add": [wall, _DAY_MS]}),
+            },
+            "in": {
+                "$let": {
+                    "vars": {
+                        "at_early": {"$subtract": [wall, "$$early"]},
+                        "at_late": {"$subtract": [wall, "$$late"]},
+                    },
+                    "in": {
+                        "$cond": [
+                            {
+                                "$and": [
+                                    {"$ne": ["$$early", "$$late"]},
+                                    {"$ne": [offset("$$at_early"), "$$early"]},
+                                    {"$eq": [offset("$$at_late"), "$$late"]},
+                                ]
+                            },
+                            "$$at_late",
+                            "$$at_early",
+                        ]
+                    },
+                }
+            },
+        }
+    }
+
+
+def legacy_date_expression(value: Any, timezone: str) -> dict[str, Any]:
+    """Server expression: ``value`` converted to a date when it is a legacy date string that
+    ``parse_legacy_date`` reads; any other value (another string, null, a date, a number, a
+    missing field) unchanged. Never an error, never an undecodable date."""
+    c = [{"$arrayElemAt": ["$$m.captures", i]} for i in range(10)]
+    year, month, day, hour, minute, second = (_int(c[i]) for i in (0, 2, 3, 4, 6, 7))
+    millisecond = {"$toInt": {"$substrCP": [{"$concat": [{"$ifNull": [c[8], ""]}, "000"]}, 0, 3]}}
+    suffix = c[9]
+    sign = {"$cond": [{"$eq": [{"$substrCP": [suffix, 0, 1]}, "-"]}, -1, 1]}
+    suffix_hours = {"$toInt": {"$substrCP": [suffix, 1, 2]}}
+    suffix_minutes = {
+        "$cond": [
+            {"$gt": [{"$strLenCP": suffix}, 3]},
+            {"$toInt": {"$substrCP": [suffix, {"$subtract": [{"$strLenCP": suffix}, 2]}, 2]}},
+            0,
+        ]
+    }
+    fields_valid = {
+        "$and": [
+            {"$gte": ["$$year", 1]},
+            {"$gte": ["$$month", 1]}, {"$lte": ["$$month", 12]},
+            {"$gte": ["$$day", 1]}, {"$lte": ["$$day", 31]},
+            {"$lte": ["$$hour", 23]}, {"$lte": ["$$minute", 59]}, {"$lte": ["$$second", 59]},
+        ]
+    }  # fmt: skip
+    wall = {
+        "$dateFromParts": {
+            "year": "$$year", "month": "$$month", "day": "$$day", "hour": "$$hour",
+            "minute": "$$minute", "second": "$$second", "millisecond": millisecond,
+        }
+    }  # fmt: skip
+    # February 30 and the like: $dateFromParts carries over into the next month; refuse instead.
+    wall_exists = {
+        "$and": [
+            {"$eq": [{"$month": "$$wall"}, "$$month"]},
+            {"$eq": [{"$dayOfMonth": "$$wall"}, "$$day"]},
+        ]
+    }
+    suffix_valid = {
+        "$or": [
+            {"$eq": [suffix, None]},
+            {"$eq": [suffix, "Z"]},
+            {"$and": [{"$lte": [suffix_hours, 23]}, {"$lte": [suffix_minutes, 59]}]},
+        ]
+    }
+    instant = {
+        "$cond": [
+            {"$eq": [suffix, None]},
+            _local_to_utc("$$wall", timezone),
+            {
+                "$cond": [
+                    {"$eq": [suffix, "Z"]},
+                    "$$wall",
+                    {
+                        "$subtract": [
+                            "$$wall",
+                            {
+                                "$multiply": [
+                                    sign,
+                                    {"$add": [{"$multiply": [suffix_hours, 3_600_000]},
+                                              {"$multiply": [suffix_minutes, 60_000]}]},
+                                ]
+                            },
+                        ]
+                    },
+                ]
+            },
+        ]
+    }  # fmt: skip
+    decodable = {"$and": [{"$gte": ["$$instant", EARLIEST]}, {"$lte": ["$$instant", LATEST]}]}
+    converted = {
+        "$let": {
+            "vars": {
+                "year": year,
+                "month": month,
+                "day": day,
+                "hour": hour,
+                "minute": minute,
+                "second": second,
+            },
+            "in": {
+                "$cond": [
+                    {"$and": [fields_valid, suffix_valid]},
+                    {
+                        "$let": {
+                            "vars": {"wall": wall},
+                            "in": {
+                                "$cond": [
+                                    wall_exists,
+                                    {
+                                        "$let": {
+                                            "vars": {"instant": instant},
+                                            "in": {"$cond": [decodable, "$$instant", value]},
+                                        }
+                                    },
+                                    value,
+                                ]
+                            },
+                        }
+                    },
+                    value,
+                ]
+            },
+        }
+    }
+    match = {"$regexFind": {"input": value, "regex": LEGACY_DATE_PATTERN}}
+    parsed = {"$let": {"vars": {"m": match}, "in": {"$cond": [{"$eq": ["$$m", None]}, value, converted]}}}
+    if _is_utc(timezone):
+        # The bot's own spelling (naive isoformat, UTC) takes a shortcut several times cheaper:
+        # the server's parser reads that shape exactly as the model does (milliseconds truncated,
+        # impossible dates refused), and no DST can make it ambiguous.
+        shortcut = {"$dateFromString": {"dateString": value, "timezone": "UTC", "onError": value}}
+        parsed = {"$cond": [{"$regexMatch": {"input": value, "regex": _WRITER_PATTERN}}, shortcut, parsed]}
+    return {"$cond": [{"$eq": [{"$type": value}, "string"]}, parsed, value]}
 
 
 def _date_from(expression: Any, timezone: str) -> dict[str, Any]:
-    # A string becomes a date (naive strings read in `timezone`); an unparseable string, null, a
-    # date or a missing field stays as it is.
-    converted = {"$dateFromString": {"dateString": expression, "timezone": timezone, "onError": expression}}
-    return {"$cond": [{"$eq": [{"$type": expression}, "string"]}, converted, expression]}
+    # A legacy date string becomes a date; anything else stays as it is.
+    return legacy_date_expression(expression, timezone)
 
 
 def _string_from(expression: Any, timezone: str) -> dict[str, Any]:
@@ -388,6 +660,42 @@ def canonical_to_legacy(timezone: str) -> list[dict[str, Any]]:
     return _reshape(to_legacy=True, timezone=timezone)
 
 
+#: How long one batch keeps retrying through a failover (no primary, a restart) before the step fails.
+BATCH_RETRY_SECONDS = 60.0
+#: How many ``_id`` of unconvertible records a conversion keeps and reports (all are counted).
+LISTED_IDS = 1000
+_SHOWN_IDS = 20
+# _ids are read back and sent again as they are: dates outside PyMongo's range stay DatetimeMS.
+_ID_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO, tz_aware=True
+)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # BSON equality, type included (NaN equals itself, 1 is not "1").
+    return bson.encode({"v": a}, codec_options=_ID_CODEC) == bson.encode({"v": b}, codec_options=_ID_CODEC)
+
+
+def _next_ids(collection: Collection[Any], after: list[Any], size: int) -> list[Any]:
+    """The next ``size`` ``_id`` in index order after ``after[0]`` (from the start if empty).
+
+    ``min()`` bounds the index scan by key, across BSON types: a ``$gt`` filter would stay
+    within the type of its bound (type bracketing) and skip every string, int or UUID ``_id``
+    after an ObjectId one."""
+    cursor = collection.find({}, {"_id": 1}, sort=[("_id", 1)]).hint([("_id", 1)])
+    if not after:
+        return [d["_id"] for d in cursor.limit(size)]
+    if _same_value(after[0], MaxKey()):  # the last key there can be
+        return []
+    ids = [d["_id"] for d in cursor.min([("_id", after[0])]).limit(size + 1)]
+    if ids and _same_value(ids[0], after[0]):  # min() is inclusive
+        ids = ids[1:]
+    if not ids:
+        # A scan bounded by min() stops before the key MaxKey (its upper bound is exclusive).
+        ids = [d["_id"] for d in collection.find({"_id": MaxKey()}, {"_id": 1})]
+    return ids[:size]
+
+
 def batched_update(
     db: AnyDatabase,
     name: str,
@@ -397,52 +705,89 @@ def batched_update(
     label: str,
     batch_size: int | None = None,
     unconvertible: dict[str, Any] | None = None,
+    retry_seconds: float = BATCH_RETRY_SECONDS,
 ) -> Conversion:
-    """Apply ``pipeline`` on the server to the records matching ``selector``, one ``_id`` range
-    of ``batch_size`` records at a time (one ``update_many`` per range: no document leaves the
-    server). ``selector`` must stop matching a record once it is updated: then a run that was
-    killed midway simply continues where it stopped. Progress goes to the run context.
+    """Apply ``pipeline`` on the server to the records matching ``selector``, ``batch_size``
+    records at a time in ``_id`` order, whatever the type of their ``_id`` (one ``update_many``
+    per batch: no document leaves the server). ``selector`` must stop matching a record once it
+    is updated: then a batch can be sent again, and a run that was killed midway simply
+    continues where it stopped. Each batch is retried on transient errors (a failover, no
+    primary yet) for up to ``retry_seconds``. Records still matching ``unconvertible`` afterwards
+    are counted and the first ``LISTED_IDS`` of their ``_id`` kept. Progress goes to the run
+    context.
+
+    Raises ``MigrationError`` when the server refuses an update, ``RetryTimeout`` (a
+    ``MigrationError``) when the failover outlasts ``retry_seconds``.
     """
     ctx = context()
-    real = real_database(db)[name]
-    size = int(batch_size or ctx.option("batch_size", 5000))
-    if size < 1:
-        raise MigrationError(f"batch_size must be at least 1, got {size}")
+    real = real_database(db)[name].with_options(codec_options=_ID_CODEC)
+    size = batch_size if batch_size is not None else ctx.option("batch_size", 5000)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise MigrationError(f"batch_size must be an integer of at least 1, got {size!r}")
+
+    def retried(operation: Callable[[], T], what: str) -> T:
+        return retry_transient(operation, timeout=retry_seconds, what=f"{label} on {name}: {what}")
+
     if _dry(db):
-        pending = real.count_documents(selector, hint="_id_")
+        pending = retried(lambda: real.count_documents(selector, hint="_id_"), "counting records")
         ctx.plan(f"{label}: update {pending} record(s) of {name} on the server, in _id batches of {size}")
         return Conversion(0, 0)
-    total = real.estimated_document_count()
+    total = retried(real.estimated_document_count, "counting records")
     scanned = modified = left = 0
-    lower: dict[str, Any] = {}
+    listed: list[Any] = []
+    after: list[Any] = []
     while True:
-        edge = list(real.find(lower, {"_id": 1}).sort("_id", 1).skip(size - 1).limit(1))
-        bounds = {"_id": {**lower.get("_id", {}), "$lte": edge[0]["_id"]}} if edge else lower
+        ids = retried(partial(_next_ids, real, after, size), "reading the next batch of _id")
+        if not ids:
+            break
+        batch = {"_id": {"$in": ids}}
         try:
-            result = real.update_many({**bounds, **selector}, pipeline, hint="_id_")
+            result = retried(
+                partial(real.update_many, {"$and": [batch, selector]}, pipeline, hint="_id_"),
+                f"updating {len(ids)} record(s) from _id {ids[0]!r}",
+            )
         except OperationFailure as exc:
             raise MigrationError(f"{label} on {name} failed: {exc.details or exc}") from exc
         modified += result.modified_count
         if unconvertible is not None:
-            left += real.count_documents({**bounds, **unconvertible}, hint="_id_")
-        scanned = min(scanned + size, total) if edge else total
-        ctx.progress(label, scanned, total)
-        if not edge:
-            break
-        lower = {"_id": {"$gt": edge[0]["_id"]}}
+            found = retried(
+                partial(_ids_of, real, {"$and": [batch, unconvertible]}), "listing unconvertible records"
+            )
+            left += len(found)
+            listed.extend(found[: max(0, LISTED_IDS - len(listed))])
+        scanned += len(ids)
+        ctx.progress(label, scanned, max(total, scanned))
+        after = [ids[-1]]
     _say(f"{label}: {modified} record(s) of {name} updated")
     if left:
-        _say(f"warning: {left} record(s) of {name} have dates that could not be converted; left as they were")
-    return Conversion(modified, left)
+        _say(
+            f"warning: {left} record(s) of {name} have dates that could not be converted; left as "
+            "they were (not ISO 8601 date strings, or outside the years 1 to 9999)"
+        )
+        shown = ", ".join(repr(i) for i in listed[:_SHOWN_IDS])
+        more = f" and {left - _SHOWN_IDS} more" if left > _SHOWN_IDS else ""
+        _say(f"  their _id: {shown}{more}")
+    return Conversion(modified, left, tuple(listed))
+
+
+def _ids_of(collection: Collection[Any], query: dict[str, Any]) -> list[Any]:
+    return [d["_id"] for d in collection.find(query, {"_id": 1}, sort=[("_id", 1)]).hint([("_id", 1)])]
 
 
 def convert_legacy_records(
-    db: AnyDatabase, name: str, *, timezone: str | None = None, batch_size: int | None = None
+    db: AnyDatabase,
+    name: str,
+    *,
+    timezone: str | None = None,
+    batch_size: int | None = None,
+    retry_seconds: float = BATCH_RETRY_SECONDS,
 ) -> Conversion:
-    """Adopt the bot's legacy records in place: ISO-string dates to dates (naive strings read in
-    ``timezone``, option ``legacy_timezone``, default UTC), ``uploaded_at`` to ``created_at``,
-    ``file_size`` to ``size``. Values that cannot be converted are left untouched and counted.
-    No record is deleted. Resumable."""
+    """Adopt the bot's legacy records in place: date strings to dates (see ``parse_legacy_date``:
+    strings with an offset or ``Z`` at that instant, naive ones read in ``timezone``, option
+    ``legacy_timezone``, default UTC), ``uploaded_at`` to ``created_at``, ``file_size`` to
+    ``size``. Values that are not ISO 8601 date strings, or name no instant PyMongo can decode,
+    are left untouched, counted and listed. No record is deleted. Resumable; each batch is
+    retried through a failover for up to ``retry_seconds``."""
     tz = timezone or str(context().option("legacy_timezone", "UTC"))
     return batched_update(
         db,
@@ -452,18 +797,24 @@ def convert_legacy_records(
         label="convert legacy records",
         batch_size=batch_size,
         unconvertible=UNCONVERTIBLE,
+        retry_seconds=retry_seconds,
     )
 
 
 def revert_to_legacy_records(
-    db: AnyDatabase, name: str, *, timezone: str | None = None, batch_size: int | None = None
+    db: AnyDatabase,
+    name: str,
+    *,
+    timezone: str | None = None,
+    batch_size: int | None = None,
+    retry_seconds: float = BATCH_RETRY_SECONDS,
 ) -> Conversion:
     """The inverse of ``convert_legacy_records`` (for ``down``): dates back to naive ISO strings
     in ``timezone``, ``created_at`` to ``uploaded_at``, ``size`` to ``file_size``."""
     tz = timezone or str(context().option("legacy_timezone", "UTC"))
     return batched_update(
         db, name, CANONICAL_RECORDS, canonical_to_legacy(tz), label="revert to legacy records",
-        batch_size=batch_size,
+        batch_size=batch_size, retry_seconds=retry_seconds,
     )  # fmt: skip
 
 
