@@ -586,7 +586,9 @@ def legacy_date_expression(value: Any, timezone: str) -> dict[str, Any]:
         }
     }
     match = {"$regexFind": {"input": value, "regex": LEGACY_DATE_PATTERN}}
-    parsed = {"$let": {"vars": {"m": match}, "in": {"$cond": [{"$eq": ["$$m", None]}, value, converted]}}}
+    parsed: dict[str, Any] = {
+        "$let": {"vars": {"m": match}, "in": {"$cond": [{"$eq": ["$$m", None]}, value, converted]}}
+    }
     if _is_utc(timezone):
         # The bot's own spelling (naive isoformat, UTC) takes a shortcut several times cheaper:
         # the server's parser reads that shape exactly as the model does (milliseconds truncated,
