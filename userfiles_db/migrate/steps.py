@@ -9,10 +9,12 @@ server does not allow them in one on an existing collection.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import itertools
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -25,50 +27,247 @@ from pymongo.errors import OperationFailure
 
 from userfiles_db.clock import utc_now
 from userfiles_db.migrate.context import context
-from userfiles_db.migrate.errors import DryRunWrite, MigrationError, SchemaStepConflict
+from userfiles_db.migrate.errors import MigrationError, SchemaStepConflict
 from userfiles_db.migrate.retry import retry_transient
 from userfiles_db.schema import CollectionSchema, IndexSpec
 
 T = TypeVar("T")
 
-# Reads a migration may make in a dry run; any other call on a collection is refused.
+# ---------------------------------------------------------------------------------------------
+# Dry runs: a read-only database that carries the plan
+#
+# ``up --dry-run`` gives every pending migration the same ``ReadOnlyDatabase``. Steps read the
+# live state through it and record what they would change in its overlay (collections created,
+# validators set, indexes created, changed or dropped, TTLs, data updates); later steps, and the
+# later migrations of the same run, read the state the earlier ones would leave. A migration's
+# own writes (outside the steps) are not sent: each is reported as "would run custom code".
+
+# Collection methods that only read; everything else a migration calls is custom code.
 _READS = frozenset(
-    {"find", "find_one", "count_documents", "estimated_document_count", "distinct",
-     "index_information", "list_indexes", "name", "full_name", "options"}
+    {"find", "find_one", "count_documents", "estimated_document_count", "distinct", "list_indexes",
+     "list_search_indexes", "find_raw_batches", "watch", "name", "full_name", "database",
+     "codec_options", "read_preference", "write_concern", "read_concern", "with_options"}
 )  # fmt: skip
-_DB_READS = frozenset({"name", "list_collection_names", "list_collections"})
+_DB_READS = frozenset(
+    {"name", "list_collections", "codec_options", "read_preference", "write_concern", "read_concern",
+     "validate_collection", "dereference"}
+)  # fmt: skip
+# Commands that only read (a dry run passes them to the server).
+_READ_COMMANDS = frozenset(
+    {"ping", "hello", "ismaster", "buildinfo", "serverstatus", "collstats", "dbstats",
+     "listcollections", "listindexes", "count", "distinct", "find", "explain", "hostinfo",
+     "getparameter", "connectionstatus", "replsetgetstatus", "validate", "datasize"}
+)  # fmt: skip
+_WRITE_STAGES = ("$out", "$merge")
+_SHOWN_ARGUMENTS = 160
+
+
+class DryRunResult:
+    """What a custom write returns in a dry run: nothing was sent, so every count is 0 and every
+    attribute, item or call gives this again (``result.modified_count`` is 0, ``bool`` false)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DryRunResult:
+        return self
+
+    def __getitem__(self, key: Any) -> DryRunResult:
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __int__(self) -> int:
+        return 0
+
+    def __index__(self) -> int:
+        return 0
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "<dry run: not sent>"
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    return shown if len(shown) <= _SHOWN_ARGUMENTS else shown[: _SHOWN_ARGUMENTS - 3] + "..."
+
+
+class _CustomCode:
+    """A method (or object) a migration reaches outside the steps: calling it is reported as
+    custom code the dry run does not send."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> _CustomCode:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _CustomCode(f"{self._path}.{name}")
+
+    def __getitem__(self, name: str) -> _CustomCode:
+        return _CustomCode(f"{self._path}[{name!r}]")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DryRunResult:
+        context().plan(f"run custom code: {self._path}({_arguments(args, kwargs)})")
+        return DryRunResult()
 
 
 class ReadOnlyCollection:
-    """A collection for dry runs: reads pass, writes raise ``DryRunWrite``."""
+    """A collection for dry runs: reads pass to the server (index and options reads see the
+    planned state); writes are reported as custom code and not sent."""
 
-    def __init__(self, real: Collection[Any]) -> None:
-        self.real = real
+    def __init__(self, database: ReadOnlyDatabase, name: str) -> None:
+        self.preview = database
+        self.real: Collection[Any] = database.real[name]
+
+    def index_information(self) -> dict[str, Any]:
+        return self.preview.index_information(self.real.name)
+
+    def options(self) -> dict[str, Any]:
+        info = self.preview.collection_info(self.real.name)
+        return dict((info or {}).get("options", {}))
+
+    def aggregate(self, pipeline: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        if any(stage in step for step in pipeline for stage in _WRITE_STAGES):
+            return _CustomCode(f"{self.real.name}.aggregate")(pipeline, *args, **kwargs)
+        return self.real.aggregate(pipeline, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name in _READS:
             return getattr(self.real, name)
-        raise DryRunWrite(
-            f"dry run: {self.real.full_name}.{name}() is not a read; this migration writes "
-            "outside the steps, so its writes cannot be previewed"
-        )
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _CustomCode(f"{self.real.name}.{name}")
+
+
+@dataclass
+class _Planned:
+    """One collection's state as the planned steps would leave it."""
+
+    options: dict[str, Any]
+    indexes: dict[str, dict[str, Any]]
+    updates: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
 
 
 class ReadOnlyDatabase:
-    """A database for dry runs: collections are ``ReadOnlyCollection``; commands are refused."""
+    """A database for dry runs, carrying the plan: the state the steps planned so far is what
+    later steps (and later migrations of the same dry run) read. Nothing is written."""
 
     def __init__(self, real: Database[Any]) -> None:
         self.real = real
+        self._planned: dict[str, _Planned] = {}
+        self._exists: dict[str, bool] = {}
+
+    # -- what steps read ------------------------------------------------------------------
+
+    def collection_info(self, name: str) -> dict[str, Any] | None:
+        """``listCollections``' entry for ``name`` as the plan leaves it (None: absent)."""
+        planned = self._planned.get(name)
+        if planned is None:
+            return _live_collection_info(self.real, name)
+        if not self._exists.get(name, True):
+            return None
+        return {"name": name, "type": "collection", "options": copy.deepcopy(planned.options)}
+
+    def index_information(self, name: str) -> dict[str, Any]:
+        """``index_information()`` of ``name`` as the plan leaves it."""
+        planned = self._planned.get(name)
+        if planned is None:
+            return dict(self.real[name].index_information())
+        return copy.deepcopy(planned.indexes)
+
+    def list_collection_names(self, *args: Any, **kwargs: Any) -> list[str]:
+        names = set(self.real.list_collection_names(*args, **kwargs))
+        for name, exists in self._exists.items():
+            (names.add if exists else names.discard)(name)
+        return sorted(names)
+
+    def count(self, name: str, query: dict[str, Any]) -> int:
+        """How many records of ``name`` would match ``query`` once the planned data updates
+        ran (each applied, in order, to the records its selector matches)."""
+        collection = self.real[name]
+        planned = self._planned.get(name)
+        updates = planned.updates if planned else []
+        if not updates:
+            return collection.count_documents(query, hint="_id_")
+        # Every path a record can take through the updates (matched or not by each selector) is
+        # one facet: one pass over the collection, only counts come back.
+        facets: dict[str, list[dict[str, Any]]] = {}
+        for n, path in enumerate(itertools.product((False, True), repeat=len(updates))):
+            stages: list[dict[str, Any]] = []
+            for taken, (selector, pipeline) in zip(path, updates, strict=True):
+                stages += [{"$match": selector}, *pipeline] if taken else [{"$match": {"$nor": [selector]}}]
+            facets[f"p{n}"] = [*stages, {"$match": query}, {"$count": "n"}]
+        found = next(collection.aggregate([{"$facet": facets}], hint="_id_"))
+        return sum(int(result[0]["n"]) for result in found.values() if result)
+
+    # -- what steps plan ------------------------------------------------------------------
+
+    def _state(self, name: str) -> _Planned:
+        if name not in self._planned:
+            info = _live_collection_info(self.real, name)
+            indexes = dict(self.real[name].index_information()) if info is not None else {}
+            self._planned[name] = _Planned(dict((info or {}).get("options", {})), indexes)
+            self._exists[name] = info is not None
+        return self._planned[name]
+
+    def plan_collection(self, name: str) -> None:
+        state = self._state(name)
+        if not self._exists[name]:
+            self._exists[name] = True
+            state.indexes = {"_id_": {"v": 2, "key": [("_id", 1)]}}
+
+    def plan_options(self, name: str, **options: Any) -> None:
+        self.plan_collection(name)
+        self._state(name).options.update(options)
+
+    def plan_index(self, name: str, spec: IndexSpec | None, drop: str | None = None) -> None:
+        """Record ``spec`` as created (or replacing the index of its name); ``drop`` an index."""
+        self.plan_collection(name)
+        indexes = self._state(name).indexes
+        if drop is not None:
+            indexes.pop(drop, None)
+        if spec is not None:
+            options = {k: v for k, v in spec.create_options().items() if k != "name"}
+            indexes[spec.name] = {"v": 2, "key": list(spec.keys), **options}
+
+    def plan_ttl(self, name: str, index: str, seconds: int) -> None:
+        self._state(name).indexes[index]["expireAfterSeconds"] = seconds
+
+    def plan_update(self, name: str, selector: dict[str, Any], pipeline: list[dict[str, Any]]) -> None:
+        self._state(name).updates.append((selector, pipeline))
+
+    # -- what a migration reaches directly ------------------------------------------------
 
     def __getitem__(self, name: str) -> ReadOnlyCollection:
-        return ReadOnlyCollection(self.real[name])
+        return ReadOnlyCollection(self, name)
+
+    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> ReadOnlyCollection:
+        return ReadOnlyCollection(self, name)
+
+    def command(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        name = command if isinstance(command, str) else next(iter(command), "")
+        if str(name).lower() in _READ_COMMANDS:
+            return self.real.command(command, *args, **kwargs)
+        return _CustomCode("database.command")(command, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name in _DB_READS:
             return getattr(self.real, name)
         if name.startswith("_"):
             raise AttributeError(name)
-        raise DryRunWrite(f"dry run: database.{name}() is not allowed; only steps can be previewed")
+        if hasattr(Database, name):  # a method: create_collection, drop_collection, client...
+            return _CustomCode(f"database.{name}")
+        return ReadOnlyCollection(self, name)  # db.user_files, as PyMongo allows
 
 
 AnyDatabase = Database[Any] | ReadOnlyDatabase
@@ -76,6 +275,13 @@ AnyDatabase = Database[Any] | ReadOnlyDatabase
 
 def real_database(db: AnyDatabase) -> Database[Any]:
     return db.real if isinstance(db, ReadOnlyDatabase) else db
+
+
+def _view(db: AnyDatabase) -> AnyDatabase:
+    """``db``; in a dry run given a real database, a read-only one (with a plan of its own)."""
+    if isinstance(db, ReadOnlyDatabase) or not context().dry_run:
+        return db
+    return ReadOnlyDatabase(db)
 
 
 def _dry(db: AnyDatabase) -> bool:
@@ -86,9 +292,29 @@ def _say(line: str) -> None:
     context().report(f"  {line}")
 
 
-def _collection_info(db: Database[Any], name: str) -> dict[str, Any] | None:
+def _live_collection_info(db: Database[Any], name: str) -> dict[str, Any] | None:
     found = list(db.list_collections(filter={"name": name}))
     return dict(found[0]) if found else None
+
+
+def _collection_info(db: AnyDatabase, name: str) -> dict[str, Any] | None:
+    """``name``'s ``listCollections`` entry, as the dry run's plan leaves it in a dry run."""
+    if isinstance(db, ReadOnlyDatabase):
+        return db.collection_info(name)
+    return _live_collection_info(db, name)
+
+
+def _index_information(db: AnyDatabase, name: str) -> dict[str, Any]:
+    if isinstance(db, ReadOnlyDatabase):
+        return db.index_information(name)
+    return dict(db[name].index_information())
+
+
+def _count(db: AnyDatabase, name: str, query: dict[str, Any]) -> int:
+    """Records of ``name`` matching ``query`` (after the planned data updates, in a dry run)."""
+    if isinstance(db, ReadOnlyDatabase):
+        return db.count(name, query)
+    return db[name].count_documents(query, hint="_id_")
 
 
 def server_version(db: Database[Any]) -> tuple[int, ...]:
@@ -101,11 +327,13 @@ def server_version(db: Database[Any]) -> tuple[int, ...]:
 
 def ensure_collection(db: AnyDatabase, name: str) -> str:
     """Create collection ``name`` unless it exists."""
+    db = _view(db)
     real = real_database(db)
-    if _collection_info(real, name) is not None:
+    if _collection_info(db, name) is not None:
         return "exists"
-    if _dry(db):
+    if isinstance(db, ReadOnlyDatabase):
         context().plan(f"create collection {name}")
+        db.plan_collection(name)
         return "would create"
     real.create_collection(name)
     _say(f"created collection {name}")
@@ -119,8 +347,9 @@ def ensure_validator(
 
     Existing documents are not re-checked by the server; ``count_invalid`` tells how many fail.
     """
+    db = _view(db)
     real = real_database(db)
-    info = _collection_info(real, name)
+    info = _collection_info(db, name)
     if info is None and not _dry(db):
         raise MigrationError(f"collection {name} does not exist; ensure_collection first")
     options = (info or {}).get("options", {})
@@ -132,8 +361,9 @@ def ensure_validator(
     if current == (validator, level, action):
         return "unchanged"
     what = f"collMod {name}: validator ({level}, {action})"
-    if _dry(db):
+    if isinstance(db, ReadOnlyDatabase):
         context().plan(what)
+        db.plan_options(name, validator=validator, validationLevel=level, validationAction=action)
         return "would change"
     real.command("collMod", name, validator=validator, validationLevel=level, validationAction=action)
     _say(what)
@@ -142,12 +372,14 @@ def ensure_validator(
 
 def remove_validator(db: AnyDatabase, name: str) -> str:
     """Drop collection ``name``'s validator (``collMod`` with an empty one)."""
+    db = _view(db)
     real = real_database(db)
-    info = _collection_info(real, name)
+    info = _collection_info(db, name)
     if info is None or not info.get("options", {}).get("validator"):
         return "unchanged"
-    if _dry(db):
+    if isinstance(db, ReadOnlyDatabase):
         context().plan(f"collMod {name}: remove the validator")
+        db.plan_options(name, validator={}, validationLevel="strict", validationAction="error")
         return "would change"
     real.command("collMod", name, validator={}, validationLevel="strict", validationAction="error")
     _say(f"collMod {name}: validator removed")
@@ -155,9 +387,9 @@ def remove_validator(db: AnyDatabase, name: str) -> str:
 
 
 def count_invalid(db: AnyDatabase, name: str, validator: dict[str, Any]) -> int:
-    """How many existing documents fail ``validator`` (the server does not re-check them)."""
-    real = real_database(db)
-    return real[name].count_documents({"$nor": [validator]}, hint="_id_")
+    """How many existing documents fail ``validator`` (the server does not re-check them); in a
+    dry run, how many would once the planned data updates ran."""
+    return _count(_view(db), name, {"$nor": [validator]})
 
 
 def _normalized_key(index: dict[str, Any]) -> list[tuple[str, int]]:
@@ -168,13 +400,11 @@ def ttl_warnings(db: AnyDatabase, name: str, field: str, now: dt.datetime | None
     """Counts to look at before a TTL goes on ``field``: values that are not dates (they never
     expire: a string date is not a date) and dates already past (deleted in a burst at the
     monitor's next pass). Reported through the run context as warnings."""
-    real = real_database(db)[name]
+    db = _view(db)
     now = now or utc_now()
     counts = {
-        "not_a_date": real.count_documents(
-            {field: {"$exists": True, "$not": {"$type": ["date", "null"]}}}, hint="_id_"
-        ),
-        "already_expired": real.count_documents({field: {"$lte": now}}, hint="_id_"),
+        "not_a_date": _count(db, name, {field: {"$exists": True, "$not": {"$type": ["date", "null"]}}}),
+        "already_expired": _count(db, name, {field: {"$lte": now}}),
     }
     if counts["not_a_date"]:
         _say(
@@ -205,12 +435,13 @@ def ensure_index(db: AnyDatabase, name: str, spec: IndexSpec, *, allow_rebuild: 
     - any other difference (keys, unique, the same keys under another name): ``SchemaStepConflict``
       naming the server's code (85/86) and the fix. Nothing is dropped without permission.
     """
+    db = _view(db)
     real = real_database(db)
     ctx = context()
     if allow_rebuild is None:
         allow_rebuild = bool(ctx.option("allow_index_rebuild", False))
     collection = real[name]
-    indexes = collection.index_information()
+    indexes = _index_information(db, name)
     current = indexes.get(spec.name)
     want_key = list(spec.keys)
     if current is None:
@@ -225,8 +456,9 @@ def ensure_index(db: AnyDatabase, name: str, spec: IndexSpec, *, allow_rebuild: 
         if spec.expire_after_seconds is not None:
             ttl_warnings(db, name, spec.keys[0][0])
         what = f"create index {spec.name} on {name} {dict(spec.keys)} {spec.create_options()}"
-        if _dry(db):
+        if isinstance(db, ReadOnlyDatabase):
             ctx.plan(what)
+            db.plan_index(name, spec)
             return "would create"
         collection.create_index(want_key, **spec.create_options())
         _say(what)
@@ -277,8 +509,9 @@ def _set_ttl(db: AnyDatabase, name: str, spec: IndexSpec, have_ttl: int | None, 
             )
         return _rebuild(db, name, spec)
     what = f"collMod {name}: index {spec.name} expireAfterSeconds {have_ttl} -> {ttl} (in place)"
-    if _dry(db):
+    if isinstance(db, ReadOnlyDatabase):
         context().plan(what)
+        db.plan_ttl(name, spec.name, int(ttl or 0))
         return "would change"
     real.command("collMod", name, index={"name": spec.name, "expireAfterSeconds": ttl})
     _say(what)
@@ -288,8 +521,9 @@ def _set_ttl(db: AnyDatabase, name: str, spec: IndexSpec, have_ttl: int | None, 
 def _rebuild(db: AnyDatabase, name: str, spec: IndexSpec) -> str:
     real = real_database(db)
     what = f"rebuild index {spec.name} on {name}: drop, then create {spec.create_options()}"
-    if _dry(db):
+    if isinstance(db, ReadOnlyDatabase):
         context().plan(what)
+        db.plan_index(name, spec, drop=spec.name)
         return "would rebuild"
     real[name].drop_index(spec.name)
     real[name].create_index(list(spec.keys), **spec.create_options())
@@ -306,6 +540,7 @@ def ensure_schema(
     indexes: list[str] | None = None,
 ) -> None:
     """Collection, validator and (the named, or all) indexes of ``schema``."""
+    db = _view(db)
     ensure_collection(db, schema.collection)
     ensure_validator(
         db,
@@ -722,6 +957,7 @@ def batched_update(
     ``MigrationError``) when the failover outlasts ``retry_seconds``.
     """
     ctx = context()
+    db = _view(db)
     real = real_database(db)[name].with_options(codec_options=_ID_CODEC)
     size = batch_size if batch_size is not None else ctx.option("batch_size", 5000)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -730,9 +966,18 @@ def batched_update(
     def retried(operation: Callable[[], T], what: str) -> T:
         return retry_transient(operation, timeout=retry_seconds, what=f"{label} on {name}: {what}")
 
-    if _dry(db):
-        pending = retried(lambda: real.count_documents(selector, hint="_id_"), "counting records")
+    if isinstance(db, ReadOnlyDatabase):
+        # Counted on the state the earlier planned steps would leave; then planned in turn.
+        pending = retried(partial(db.count, name, selector), "counting records")
         ctx.plan(f"{label}: update {pending} record(s) of {name} on the server, in _id batches of {size}")
+        db.plan_update(name, selector, pipeline)
+        if unconvertible is not None and pending:
+            left = retried(partial(db.count, name, unconvertible), "counting unconvertible records")
+            if left:
+                _say(
+                    f"warning: {left} record(s) of {name} would keep dates that cannot be "
+                    "converted (not ISO 8601 date strings, or outside the years 1 to 9999)"
+                )
         return Conversion(0, 0)
     total = retried(real.estimated_document_count, "counting records")
     scanned = modified = left = 0
