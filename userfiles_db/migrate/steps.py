@@ -569,24 +569,27 @@ class Conversion:
 
 
 # ---------------------------------------------------------------------------------------------
-# Legacy date strings: one grammar, read the same way on the server (the migration's pipeline)
-# and in Python (``parse_legacy_date``, the model the tests hold the pipeline to).
+# Legacy date strings: one grammar, read the same way on the server (the migration's pipeline),
+# in Python (``parse_legacy_date``, the model the tests hold the pipeline to) and by the query
+# module (``userfiles_db.records``, which reads the strings still in the collection).
 #
-# ISO 8601 only, nothing guessed: a date (2026-11-12 or 20261112), optionally a time after "T"
-# or a space (10, 10:30, 10:30:00, 10:30:00.123456 or ,123456; basic 1030, 103000.5), optionally
-# an offset (Z, +02:00, +0200, +02; -05:00). Separators are used consistently within the date
-# and within the time. A string with an offset means that instant; a naive one is a wall time in
-# the legacy timezone, and a wall time that a DST change makes ambiguous or skips is read with
-# the offset in force before the change (Python's ``fold=0``: the earlier of two instants).
-# Digits beyond the millisecond are dropped (a BSON date's precision). The result must be an
-# instant PyMongo can decode: years 1 to 9999 in UTC. Anything else ("11/12/2026", "yesterday",
-# "0000-01-01T00:00:00", a month 13) is left as it is, counted and listed.
+# ISO 8601 only, nothing guessed: a date (2026-11-12 or 20261112), optionally a time after "T",
+# "t" or a space (10, 10:30, 10:30:00, 10:30:00.123456 or ,123456; basic 1030, 103000.5),
+# optionally an offset (Z or z, +02:00, +0200, +02; -05:00), ASCII blanks around. A string with
+# an offset means that instant; a naive one is a wall time in the legacy timezone. A wall time a
+# DST change skips is read with the offset in force before the change (Python's ``fold=0``); one
+# it shows twice, as the later instant (the offset after the change, as MongoDB's own
+# $dateFromString and the query module read it). Digits beyond the millisecond are dropped (a
+# BSON date's precision). The result must be an instant PyMongo can decode: years 1 to 9999 in
+# UTC. Anything else ("11/12/2026", "yesterday", "0000-01-01T00:00:00", a month 13) is left as
+# it is, counted and listed.
 
+_BLANK = r"[ \t\n\r\f\x0b]*"
 LEGACY_DATE_PATTERN = (
-    r"^([0-9]{4})(-?)([0-9]{2})\2([0-9]{2})"
-    r"(?:[T ]([0-9]{2})(?:(:?)([0-9]{2})(?:\6([0-9]{2})(?:[.,]([0-9]+))?)?)?"
-    r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
-    r"(?![\s\S])"  # the end of the text ("$" would allow a final newline)
+    rf"^{_BLANK}([0-9]{{4}})(-?)([0-9]{{2}})\2([0-9]{{2}})"
+    r"(?:[Tt ]([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2})(?:[.,]([0-9]+))?)?)?"
+    rf"{_BLANK}([Zz]|[+-][0-9]{{2}}(?::?[0-9]{{2}})?)?)?{_BLANK}"
+    r"(?![\s\S])"  # the end of the text ("$" would also match before a final newline)
 )
 _LEGACY_DATE = re.compile(LEGACY_DATE_PATTERN)
 UTC = dt.timezone.utc
@@ -598,7 +601,7 @@ _DAY_MS = 86_400_000
 
 def _fixed_offset(text: str) -> dt.timedelta | None:
     """The offset an ISO suffix names (``Z``, ``+02:00``, ``-0500``, ``+02``); None if invalid."""
-    if text == "Z":
+    if text in ("Z", "z"):
         return dt.timedelta(0)
     hours, minutes = int(text[1:3]), int(text[-2:]) if len(text) > 3 else 0
     if hours > 23 or minutes > 59:
@@ -607,16 +610,26 @@ def _fixed_offset(text: str) -> dt.timedelta | None:
     return -offset if text[0] == "-" else offset
 
 
+def _local(wall: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
+    """The instant whose wall time in ``zone`` is ``wall``: a skipped wall time with the offset
+    before the change (fold=0), a repeated one as the later instant (fold=1)."""
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    skipped = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall
+    return first if skipped else second
+
+
 def parse_legacy_date(text: str, zone: dt.tzinfo) -> dt.datetime | None:
     """The instant a legacy date string names, as aware UTC at BSON precision (milliseconds), or
     ``None`` when it is not in the grammar above or names no decodable instant. Naive strings
-    are wall times in ``zone`` (``fold=0`` for DST-ambiguous and skipped times).
+    are wall times in ``zone`` (DST: see above).
 
     This is exactly what the conversion pipeline does on the server, in Python."""
     match = _LEGACY_DATE.match(text)
     if match is None:
         return None
-    year, _, month, day, hour, _, minute, second, fraction, suffix = match.groups()
+    year, _, month, day, hour, minute, second, fraction, suffix = match.groups()
     try:
         wall = dt.datetime(
             int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
@@ -627,9 +640,10 @@ def parse_legacy_date(text: str, zone: dt.tzinfo) -> dt.datetime | None:
     offset = _fixed_offset(suffix) if suffix else None
     if suffix and offset is None:
         return None
-    moment = wall.replace(tzinfo=dt.timezone(offset) if offset is not None else zone, fold=0)
     try:
-        return moment.astimezone(UTC)
+        if offset is not None:
+            return wall.replace(tzinfo=dt.timezone(offset)).astimezone(UTC)
+        return _local(wall, zone).astimezone(UTC)
     except OverflowError:  # before year 1 or after 9999 once in UTC
         return None
 
@@ -681,9 +695,9 @@ def _local_to_utc(wall: Any, timezone: str) -> Any:
             }
         }
 
-    # The offsets a day before and a day after; when they differ a DST change is near: take the
-    # later one only if it alone gives back this wall time (otherwise ambiguous or skipped: the
-    # earlier one, as Python does with fold=0).
+    # The offsets a day before and a day after (equal unless a DST change is near). The later
+    # one if it gives back this wall time (also when both do: a repeated wall time, the later
+    # instant); otherwise the earlier one (also when neither does: a skipped wall time, fold=0).
     return {
         "$let": {
             "vars": {
@@ -692,21 +706,12 @@ def _local_to_utc(wall: Any, timezone: str) -> Any:
             },
             "in": {
                 "$let": {
-                    "vars": {
-                        "at_early": {"$subtract": [wall, "$$early"]},
-                        "at_late": {"$subtract": [wall, "$$late"]},
-                    },
+                    "vars": {"at_late": {"$subtract": [wall, "$$late"]}},
                     "in": {
                         "$cond": [
-                            {
-                                "$and": [
-                                    {"$ne": ["$$early", "$$late"]},
-                                    {"$ne": [offset("$$at_early"), "$$early"]},
-                                    {"$eq": [offset("$$at_late"), "$$late"]},
-                                ]
-                            },
+                            {"$eq": [offset("$$at_late"), "$$late"]},
                             "$$at_late",
-                            "$$at_early",
+                            {"$subtract": [wall, "$$early"]},
                         ]
                     },
                 }
@@ -719,10 +724,10 @@ def legacy_date_expression(value: Any, timezone: str) -> dict[str, Any]:
     """Server expression: ``value`` converted to a date when it is a legacy date string that
     ``parse_legacy_date`` reads; any other value (another string, null, a date, a number, a
     missing field) unchanged. Never an error, never an undecodable date."""
-    c = [{"$arrayElemAt": ["$$m.captures", i]} for i in range(10)]
-    year, month, day, hour, minute, second = (_int(c[i]) for i in (0, 2, 3, 4, 6, 7))
-    millisecond = {"$toInt": {"$substrCP": [{"$concat": [{"$ifNull": [c[8], ""]}, "000"]}, 0, 3]}}
-    suffix = c[9]
+    c = [{"$arrayElemAt": ["$$m.captures", i]} for i in range(9)]
+    year, month, day, hour, minute, second = (_int(c[i]) for i in (0, 2, 3, 4, 5, 6))
+    millisecond = {"$toInt": {"$substrCP": [{"$concat": [{"$ifNull": [c[7], ""]}, "000"]}, 0, 3]}}
+    suffix = c[8]
     sign = {"$cond": [{"$eq": [{"$substrCP": [suffix, 0, 1]}, "-"]}, -1, 1]}
     suffix_hours = {"$toInt": {"$substrCP": [suffix, 1, 2]}}
     suffix_minutes = {
@@ -756,7 +761,7 @@ def legacy_date_expression(value: Any, timezone: str) -> dict[str, Any]:
     suffix_valid = {
         "$or": [
             {"$eq": [suffix, None]},
-            {"$eq": [suffix, "Z"]},
+            {"$in": [suffix, ["Z", "z"]]},
             {"$and": [{"$lte": [suffix_hours, 23]}, {"$lte": [suffix_minutes, 59]}]},
         ]
     }
@@ -766,7 +771,7 @@ def legacy_date_expression(value: Any, timezone: str) -> dict[str, Any]:
             _local_to_utc("$$wall", timezone),
             {
                 "$cond": [
-                    {"$eq": [suffix, "Z"]},
+                    {"$in": [suffix, ["Z", "z"]]},
                     "$$wall",
                     {
                         "$subtract": [
