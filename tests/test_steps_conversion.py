@@ -189,6 +189,8 @@ TRICKY: dict[str, dt.datetime | None] = {
     "0001-01-01T00:00:00.000001": dt.datetime(1, 1, 1, tzinfo=UTC),
     "1969-12-31T23:59:59.999999": dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
     "1970-01-01T00:00:00.000999": dt.datetime(1970, 1, 1, tzinfo=UTC),
+    "1970-01-01T00:00:00": dt.datetime(1970, 1, 1, tzinfo=UTC),
+    "1969-12-31T23:59:59.000500": dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC),
     "2028-02-29T23:59:59.999999": dt.datetime(2028, 2, 29, 23, 59, 59, 999000, tzinfo=UTC),
     "9999-12-31T23:59:59.999": dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
     # Not converted: not ISO 8601, impossible, or no instant PyMongo can decode.

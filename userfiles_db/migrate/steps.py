@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import bson
-from bson import MaxKey
+from bson import MaxKey, ObjectId
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -648,12 +648,12 @@ def parse_legacy_date(text: str, zone: dt.tzinfo) -> dt.datetime | None:
         return None
 
 
-# datetime.isoformat() of a naive time from 1970 on (the legacy writer's spelling). Before 1970
-# the server's parser rounds sub-millisecond digits towards 1970 instead of truncating them.
-_WRITER_PATTERN = (
-    r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{6})?(?![\s\S])"
-)
+# The legacy writer's spelling (datetime.isoformat() of a naive time), for the server's own
+# parser; "\\z" is the very end (PCRE, server side only). Its result is kept only after the
+# epoch: before 1970 that parser rounds sub-millisecond digits towards 1970 (up to the epoch
+# itself) instead of truncating them.
+_WRITER_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?\z"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _is_utc(timezone: str) -> bool:
@@ -830,11 +830,22 @@ def legacy_date_expression(value: Any, timezone: str) -> dict[str, Any]:
         "$let": {"vars": {"m": match}, "in": {"$cond": [{"$eq": ["$$m", None]}, value, converted]}}
     }
     if _is_utc(timezone):
-        # The bot's own spelling (naive isoformat, UTC) takes a shortcut several times cheaper:
-        # the server's parser reads that shape exactly as the model does (milliseconds truncated,
-        # impossible dates refused), and no DST can make it ambiguous.
-        shortcut = {"$dateFromString": {"dateString": value, "timezone": "UTC", "onError": value}}
-        parsed = {"$cond": [{"$regexMatch": {"input": value, "regex": _WRITER_PATTERN}}, shortcut, parsed]}
+        # The bot's own spelling (naive isoformat, UTC) takes a shortcut, much cheaper: the
+        # server's parser reads that shape as the model does from 1970 on (milliseconds
+        # truncated, impossible fields refused), and no DST can make it ambiguous.
+        quick = {
+            "$cond": [
+                {"$regexMatch": {"input": value, "regex": _WRITER_PATTERN}},
+                {"$dateFromString": {"dateString": value, "timezone": "UTC", "onError": None}},
+                None,
+            ]
+        }
+        parsed = {
+            "$let": {
+                "vars": {"quick": quick},
+                "in": {"$cond": [{"$gt": ["$$quick", _EPOCH]}, "$$quick", parsed]},
+            }
+        }
     return {"$cond": [{"$eq": [{"$type": value}, "string"]}, parsed, value]}
 
 
@@ -938,6 +949,22 @@ def _next_ids(collection: Collection[Any], after: list[Any], size: int) -> list[
     return ids[:size]
 
 
+# _id types whose $gte/$lte range holds exactly the keys between its bounds in the index (no other
+# type in between, no NaN): a batch of them is addressed by its first and last _id.
+_RANGE_TYPES = (ObjectId, str, dt.datetime)
+
+
+def _batch_filter(ids: list[Any]) -> dict[str, Any]:
+    """A filter for the records of one batch: a range when its ids are all ObjectIds (or all
+    strings, or all dates), the cheapest to run; otherwise the exact list of its ids. A record
+    inserted into the range meanwhile is included: harmless, the update is idempotent."""
+    first, last = ids[0], ids[-1]
+    kind = type(first)
+    if kind in _RANGE_TYPES and type(last) is kind:
+        return {"_id": {"$gte": first, "$lte": last}}
+    return {"_id": {"$in": ids}}
+
+
 def batched_update(
     db: AnyDatabase,
     name: str,
@@ -992,7 +1019,7 @@ def batched_update(
         ids = retried(partial(_next_ids, real, after, size), "reading the next batch of _id")
         if not ids:
             break
-        batch = {"_id": {"$in": ids}}
+        batch = _batch_filter(ids)
         try:
             result = retried(
                 partial(real.update_many, {"$and": [batch, selector]}, pipeline, hint="_id_"),
