@@ -23,7 +23,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from userfiles_db.local_server import LocalMongod
-from userfiles_db.migrate import EngineOptions, Runner, discover, steps
+from userfiles_db.migrate import EngineOptions, Runner, discover, drift, steps
 from userfiles_db.migrate.config import bundled_migrations
 from userfiles_db.migrate.context import RunContext, running
 from userfiles_db.migrate.errors import MigrationError
@@ -36,6 +36,7 @@ from userfiles_db.migrate.steps import (
     parse_legacy_date,
 )
 from userfiles_db.records import LegacyTime
+from userfiles_db.schema import load_schema
 
 ADOPT = "0002_adopt_legacy_records"
 UTC = dt.timezone.utc
@@ -539,3 +540,18 @@ def test_other_errors_are_not_retried(faulty: tuple[Database[Any], MongoClient[d
     with pytest.raises(MigrationError, match="convert legacy records on user_files failed") as raised:
         _convert(db)
     assert not isinstance(raised.value, RetryTimeout)
+
+
+@pytest.mark.mongod
+@pytest.mark.parametrize(
+    "fault", [{"errorCode": 10107}, {"closeConnection": True}], ids=["not-primary", "closed"]
+)
+def test_schema_steps_are_retried_through_a_failover(
+    faulty: tuple[Database[Any], MongoClient[dict[str, Any]]], fault: dict[str, Any]
+) -> None:
+    db, admin = faulty
+    commands = ["create", "collMod", "createIndexes", "listCollections", "listIndexes", "aggregate"]
+    _fail(admin, {"times": 6}, commands, **fault)
+    with running(RunContext()):
+        steps.ensure_schema(db, load_schema())
+    assert drift(db, load_schema()) == []

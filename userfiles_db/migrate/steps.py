@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import bson
 from bson import MaxKey, ObjectId
@@ -32,6 +33,7 @@ from userfiles_db.migrate.retry import retry_transient
 from userfiles_db.schema import CollectionSchema, IndexSpec
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # ---------------------------------------------------------------------------------------------
 # Dry runs: a read-only database that carries the plan
@@ -317,6 +319,24 @@ def _count(db: AnyDatabase, name: str, query: dict[str, Any]) -> int:
     return db[name].count_documents(query, hint="_id_")
 
 
+#: How long a schema step keeps retrying through a failover before it fails.
+SCHEMA_RETRY_SECONDS = 60.0
+
+
+def _through_failovers(step: Callable[P, T]) -> Callable[P, T]:
+    """Run the whole step again (it reads the state first, so it is idempotent) when the server
+    has no primary for a moment: a step-down, an election, a restart, a dropped connection."""
+
+    @functools.wraps(step)
+    def retried(*args: P.args, **kwargs: P.kwargs) -> T:
+        subject = f" on {args[1]}" if len(args) > 1 else ""
+        return retry_transient(
+            partial(step, *args, **kwargs), timeout=SCHEMA_RETRY_SECONDS, what=f"{step.__name__}{subject}"
+        )
+
+    return retried
+
+
 def server_version(db: Database[Any]) -> tuple[int, ...]:
     return tuple(db.client.server_info()["versionArray"][:3])
 
@@ -325,6 +345,7 @@ def server_version(db: Database[Any]) -> tuple[int, ...]:
 # Schema steps
 
 
+@_through_failovers
 def ensure_collection(db: AnyDatabase, name: str) -> str:
     """Create collection ``name`` unless it exists."""
     db = _view(db)
@@ -340,6 +361,7 @@ def ensure_collection(db: AnyDatabase, name: str) -> str:
     return "created"
 
 
+@_through_failovers
 def ensure_validator(
     db: AnyDatabase, name: str, validator: dict[str, Any], *, level: str, action: str
 ) -> str:
@@ -370,6 +392,7 @@ def ensure_validator(
     return "changed"
 
 
+@_through_failovers
 def remove_validator(db: AnyDatabase, name: str) -> str:
     """Drop collection ``name``'s validator (``collMod`` with an empty one)."""
     db = _view(db)
@@ -386,6 +409,7 @@ def remove_validator(db: AnyDatabase, name: str) -> str:
     return "changed"
 
 
+@_through_failovers
 def count_invalid(db: AnyDatabase, name: str, validator: dict[str, Any]) -> int:
     """How many existing documents fail ``validator`` (the server does not re-check them); in a
     dry run, how many would once the planned data updates ran."""
@@ -396,6 +420,7 @@ def _normalized_key(index: dict[str, Any]) -> list[tuple[str, int]]:
     return [(str(field), int(direction)) for field, direction in index["key"]]
 
 
+@_through_failovers
 def ttl_warnings(db: AnyDatabase, name: str, field: str, now: dt.datetime | None = None) -> dict[str, int]:
     """Counts to look at before a TTL goes on ``field``: values that are not dates (they never
     expire: a string date is not a date) and dates already past (deleted in a burst at the
@@ -424,6 +449,7 @@ def _conflict(code: int, text: str) -> SchemaStepConflict:
     return SchemaStepConflict(f"{text} (MongoDB would refuse it with code {code} {names[code]})")
 
 
+@_through_failovers
 def ensure_index(db: AnyDatabase, name: str, spec: IndexSpec, *, allow_rebuild: bool | None = None) -> str:
     """Make index ``spec`` exist on collection ``name`` exactly as declared.
 
