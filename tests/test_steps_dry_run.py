@@ -99,6 +99,7 @@ def test_the_dry_run_says_what_the_real_run_then_does(real_db: Database[Any]) ->
 
 
 CUSTOM = """
+from pymongo import WriteConcern
 from userfiles_db.migrate import steps
 
 def up(db: Any) -> None:
@@ -108,7 +109,10 @@ def up(db: Any) -> None:
     changed = db.things.update_many({"n": 0}, {"$inc": {"n": 1}}).modified_count
     db["audit"].insert_one({"changed": int(changed) + 1})
     db.command("collMod", "things", validator={"n": {"$type": "int"}})
-    db.create_collection("other")
+    db.create_collection("other").insert_one({"x": 1})
+    db["things"].with_options(write_concern=WriteConcern(w=1)).insert_one({"_id": 2})
+    db.with_options(write_concern=WriteConcern(w=1))["things"].delete_one({"_id": 2})
+    db["things"].database.drop_collection("things")
     db["things"].aggregate([{"$match": {}}, {"$out": "copy"}])
     db.client.admin.command("setParameter", 1, notablescan=1)
     db.drop_collection("audit")
@@ -139,6 +143,10 @@ def test_custom_writes_are_reported_as_custom_code_and_not_sent(
         "run custom code: audit.insert_one({'changed': 1})",
         "run custom code: database.command('collMod', 'things', validator={'n': {'$type': 'int'}})",
         "run custom code: database.create_collection('other')",
+        "run custom code: database.create_collection('other').insert_one({'x': 1})",
+        "run custom code: things.insert_one({'_id': 2})",
+        "run custom code: things.delete_one({'_id': 2})",
+        "run custom code: database.drop_collection('things')",
         "run custom code: things.aggregate([{'$match': {}}, {'$out': 'copy'}])",
         "run custom code: database.client.admin.command('setParameter', 1, notablescan=1)",
         "run custom code: database.drop_collection('audit')",

@@ -47,8 +47,8 @@ P = ParamSpec("P")
 # Collection methods that only read; everything else a migration calls is custom code.
 _READS = frozenset(
     {"find", "find_one", "count_documents", "estimated_document_count", "distinct", "list_indexes",
-     "list_search_indexes", "find_raw_batches", "watch", "name", "full_name", "database",
-     "codec_options", "read_preference", "write_concern", "read_concern", "with_options"}
+     "list_search_indexes", "find_raw_batches", "watch", "name", "full_name", "codec_options",
+     "read_preference", "write_concern", "read_concern"}
 )  # fmt: skip
 _DB_READS = frozenset(
     {"name", "list_collections", "codec_options", "read_preference", "write_concern", "read_concern",
@@ -65,19 +65,32 @@ _SHOWN_ARGUMENTS = 160
 
 
 class DryRunResult:
-    """What a custom write returns in a dry run: nothing was sent, so every count is 0 and every
-    attribute, item or call gives this again (``result.modified_count`` is 0, ``bool`` false)."""
+    """What custom code gets back in a dry run: nothing was sent, so every count is 0 and it is
+    false and empty; an attribute or item of it is another ``DryRunResult``
+    (``result.modified_count`` converts to 0). Calling one that stands for a method (what a
+    migration reached outside the steps, or a method of what such a call returned) is
+    reported as "would run custom code: <call>" and not sent."""
 
-    def __getattr__(self, name: str) -> Any:
+    def __init__(self, path: str = "") -> None:
+        self._path = path
+
+    def _then(self, suffix: str) -> DryRunResult:
+        return DryRunResult(f"{self._path}{suffix}") if self._path else self
+
+    def __getattr__(self, name: str) -> DryRunResult:
         if name.startswith("__"):
             raise AttributeError(name)
-        return self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> DryRunResult:
-        return self
+        return self._then(f".{name}")
 
     def __getitem__(self, key: Any) -> DryRunResult:
-        return self
+        return self._then(f"[{key!r}]")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DryRunResult:
+        if not self._path:
+            return self
+        call = f"{self._path}({_arguments(args, kwargs)})"
+        context().plan(f"run custom code: {call}")
+        return DryRunResult(call)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(())
@@ -103,33 +116,23 @@ def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return shown if len(shown) <= _SHOWN_ARGUMENTS else shown[: _SHOWN_ARGUMENTS - 3] + "..."
 
 
-class _CustomCode:
-    """A method (or object) a migration reaches outside the steps: calling it is reported as
-    custom code the dry run does not send."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-
-    def __getattr__(self, name: str) -> _CustomCode:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _CustomCode(f"{self._path}.{name}")
-
-    def __getitem__(self, name: str) -> _CustomCode:
-        return _CustomCode(f"{self._path}[{name!r}]")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> DryRunResult:
-        context().plan(f"run custom code: {self._path}({_arguments(args, kwargs)})")
-        return DryRunResult()
+_CustomCode = DryRunResult
 
 
 class ReadOnlyCollection:
     """A collection for dry runs: reads pass to the server (index and options reads see the
     planned state); writes are reported as custom code and not sent."""
 
-    def __init__(self, database: ReadOnlyDatabase, name: str) -> None:
+    def __init__(self, database: ReadOnlyDatabase, name: str, **options: Any) -> None:
         self.preview = database
-        self.real: Collection[Any] = database.real[name]
+        self.real: Collection[Any] = database.real.get_collection(name, **options)
+
+    @property
+    def database(self) -> ReadOnlyDatabase:
+        return self.preview
+
+    def with_options(self, **options: Any) -> ReadOnlyCollection:
+        return ReadOnlyCollection(self.preview, self.real.name, **options)
 
     def index_information(self) -> dict[str, Any]:
         return self.preview.index_information(self.real.name)
@@ -253,8 +256,14 @@ class ReadOnlyDatabase:
     def __getitem__(self, name: str) -> ReadOnlyCollection:
         return ReadOnlyCollection(self, name)
 
-    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> ReadOnlyCollection:
-        return ReadOnlyCollection(self, name)
+    def get_collection(self, name: str, **options: Any) -> ReadOnlyCollection:
+        return ReadOnlyCollection(self, name, **options)
+
+    def with_options(self, **options: Any) -> ReadOnlyDatabase:
+        """The same dry run (its plan shared) through a database with other options."""
+        other = ReadOnlyDatabase(self.real.with_options(**options))
+        other._planned, other._exists = self._planned, self._exists
+        return other
 
     def command(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         name = command if isinstance(command, str) else next(iter(command), "")
