@@ -121,6 +121,9 @@ def up(db: Any) -> None:
     assert db["things"].count_documents({}) == 0
     assert db["things"].index_information() == {"_id_": {"v": 2, "key": [("_id", 1)]}}
     assert db.command("ping")["ok"] == 1
+    assert [i["name"] for i in db["things"].list_indexes()] == ["_id_"]
+    assert [c["name"] for c in db.list_collections(filter={"name": "things"})] == ["things"]
+    assert "things" in [c["name"] for c in db.list_collections()]
     assert list(db["things"].aggregate([{"$match": {}}])) == []
     for _ in db["things"].delete_many({}):
         raise AssertionError("a dry-run result holds nothing")

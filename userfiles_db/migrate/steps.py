@@ -46,12 +46,12 @@ P = ParamSpec("P")
 
 # Collection methods that only read; everything else a migration calls is custom code.
 _READS = frozenset(
-    {"find", "find_one", "count_documents", "estimated_document_count", "distinct", "list_indexes",
+    {"find", "find_one", "count_documents", "estimated_document_count", "distinct",
      "list_search_indexes", "find_raw_batches", "watch", "name", "full_name", "codec_options",
      "read_preference", "write_concern", "read_concern"}
 )  # fmt: skip
 _DB_READS = frozenset(
-    {"name", "list_collections", "codec_options", "read_preference", "write_concern", "read_concern",
+    {"name", "codec_options", "read_preference", "write_concern", "read_concern",
      "validate_collection", "dereference"}
 )  # fmt: skip
 # Commands that only read (a dry run passes them to the server).
@@ -141,6 +141,10 @@ class ReadOnlyCollection:
         info = self.preview.collection_info(self.real.name)
         return dict((info or {}).get("options", {}))
 
+    def list_indexes(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        indexes = self.preview.index_information(self.real.name)
+        return iter([{"name": name, **info, "key": dict(info["key"])} for name, info in indexes.items()])
+
     def aggregate(self, pipeline: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
         if any(stage in step for step in pipeline for stage in _WRITE_STAGES):
             return _CustomCode(f"{self.real.name}.aggregate")(pipeline, *args, **kwargs)
@@ -189,6 +193,25 @@ class ReadOnlyDatabase:
         if planned is None:
             return dict(self.real[name].index_information())
         return copy.deepcopy(planned.indexes)
+
+    def list_collections(
+        self, filter: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        """``listCollections`` as the plan leaves it (a filter other than ``{"name": ...}`` sees
+        the live collections only)."""
+        found = [dict(info) for info in self.real.list_collections(filter=filter, **kwargs)]
+        if filter and set(filter) != {"name"}:
+            return iter(found)
+        by_name = {info["name"]: info for info in found}
+        for name in self._planned:
+            if filter and filter["name"] != name:
+                continue
+            info = self.collection_info(name)
+            if info is None:
+                by_name.pop(name, None)
+            else:
+                by_name[name] = {**by_name.get(name, {}), **info}
+        return iter(by_name[name] for name in sorted(by_name))
 
     def list_collection_names(self, *args: Any, **kwargs: Any) -> list[str]:
         names = set(self.real.list_collection_names(*args, **kwargs))
