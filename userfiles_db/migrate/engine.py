@@ -375,18 +375,21 @@ class Runner:
                 result.accepted_checksums.append(entry.id)
         states = {e.id: e.state for e in found.entries}
         todo = [m for m in self.migrations[: last + 1] if states.get(m.id) != log.APPLIED]
+        # One read-only database for the whole dry run: each migration is previewed against
+        # the state the earlier pending ones would leave (its plan overlays the live state).
+        preview = ReadOnlyDatabase(self.db)
         for migration in todo:
             if dry_run:
-                result.planned[migration.id] = self._plan_one(migration)
+                result.planned[migration.id] = self._plan_one(migration, preview)
             else:
                 self._check_lock()
                 self._apply_one(migration)
                 result.done.append(migration.id)
 
-    def _plan_one(self, migration: Migration) -> list[str]:
+    def _plan_one(self, migration: Migration, preview: ReadOnlyDatabase) -> list[str]:
         self.report(f"{migration.id}: {migration.title}")
         with running(self._context(dry_run=True)) as ctx:
-            migration.up(ReadOnlyDatabase(self.db))
+            migration.up(preview)
         if not ctx.planned:
             self.report("  nothing to send")
         return ctx.planned
