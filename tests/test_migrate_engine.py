@@ -27,12 +27,14 @@ from userfiles_db.migrate import (
     InterruptedMigration,
     InvalidHistory,
     IrreversibleMigration,
+    LockHeld,
     LockTimeout,
     MigrationError,
     Runner,
     SchemaStepConflict,
     discover,
     drift,
+    history,
     lock_holder,
     status,
     steps,
@@ -294,14 +296,25 @@ def test_lock_wait_times_out_and_a_dead_holders_lease_expires(real_db: Database[
     assert lock.count_documents({}) == 0
 
 
-def test_unlock_force_releases(real_db: Database[Any]) -> None:
+def test_unlock_refuses_a_live_lease_unless_forced(real_db: Database[Any]) -> None:
     real_db["migrations_lock"].insert_one(
         {"_id": "lock", "owner": "stuck", "host": "h", "expires_at": dt.datetime(2100, 1, 1)}
     )
-    holder = unlock(real_db, EngineOptions())
+    with pytest.raises(LockHeld, match="live: held by run stuck on host h") as info:
+        unlock(real_db, EngineOptions())
+    assert info.value.exit_code == 5
+    assert real_db["migrations_lock"].count_documents({}) == 1
+    holder = unlock(real_db, EngineOptions(), force=True)
     assert holder is not None
     assert holder["owner"] == "stuck"
     assert unlock(real_db, EngineOptions()) is None
+    # An expired lease (its runner is dead) needs no force.
+    real_db["migrations_lock"].insert_one(
+        {"_id": "lock", "owner": "dead", "host": "h", "expires_at": dt.datetime(2000, 1, 1)}
+    )
+    assert (unlock(real_db, EngineOptions()) or {}).get("owner") == "dead"
+    events = [(e["event"], e["forced"]) for e in history(real_db, EngineOptions())]
+    assert events == [("unlocked", True), ("unlocked", False)]
 
 
 def test_ttl_conflicts_are_explained_not_forced(real_db: Database[Any]) -> None:

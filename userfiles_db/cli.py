@@ -345,19 +345,45 @@ def stamp(state: State, migration_id: str) -> None:
 
 
 @cli.command("unlock")
+@click.option("--force", is_flag=True, help="Release a live lease too (its runner then stops at "
+              "its next check). Without it, only an expired lease is released.")  # fmt: skip
 @click.pass_obj
 @handle_errors
-def unlock_command(state: State) -> None:
-    """Force-release the migration lock (after making sure no migration is running).
+def unlock_command(state: State, force: bool) -> None:
+    """Release the migration lock once its runner is gone (exit 5 if the lease is live).
 
     Example: python migrate.py unlock
     """
     with state.connect() as conn:
-        holder = unlock(conn.db, conn.settings.engine)
+        holder = unlock(conn.db, conn.settings.engine, force=force)
     if holder is None:
         click.echo("The migration lock was not held.")
     else:
         click.echo(f"Released the lock of run {holder.get('owner')} on host {holder.get('host')}.")
+
+
+@cli.command("history")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N events.")
+@click.pass_obj
+@handle_errors
+def history_command(state: State, as_json: bool, limit: int | None) -> None:
+    """Show every run, apply, revert, resume, stamp and unlock, oldest first (read-only).
+
+    Example: python migrate.py history --limit 20
+    """
+    from userfiles_db.migrate import history as read_history
+    from userfiles_db.migrate.history import describe, to_json
+
+    with state.connect(with_migrations=False) as conn:
+        events = read_history(conn.db, conn.settings.engine, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"events": [to_json(e) for e in events]}, indent=2, default=str))
+    elif not events:
+        click.echo("No history yet.")
+    else:
+        for event in events:
+            click.echo(describe(event))
 
 
 def _exit_now(command: click.Group, prog_name: str) -> None:
