@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,14 +265,14 @@ def test_runners_killed_at_random_points_lose_nothing_and_apply_each_migration_o
     )
     converted = real_db["user_files"]
     rng = random.Random(20261125)
-    points = {
+    rng_fraction = [0.0]
+    points: dict[str, Callable[[], bool]] = {
         "mid-adoption": lambda: (
             converted.count_documents({"size": {"$exists": True}}) >= rng_fraction[0] * 20_000
         ),
         "in 0003_count": lambda: "0003_count" in changelog(real_db),
         "in 0004_steps": lambda: real_db["steps"].count_documents({}) >= 2,
     }
-    rng_fraction = [0.0]
     runs, seen = 0, []
     for kind in ["mid-adoption", "mid-adoption", rng.choice(list(points)), "in 0003_count", "in 0004_steps"]:
         rng_fraction[0] = rng.uniform(0.05, 0.9)
@@ -420,12 +421,11 @@ def test_a_migration_calling_sys_exit_is_recorded_failed_not_applied(
     ]  # fmt: skip
 
     # Through migrate.py: a non-zero exit, not 0.
-    done = subprocess.run(
-        [sys.executable, MIGRATE, "--migrations", str(folder), "up", "--resume"], cwd=tmp_path, text=True,
-        capture_output=True, timeout=60,
-        env={**os.environ, "MONGODB_URI": real_db.client.address and f"mongodb://{real_db.client.address[0]}:"
-             f"{real_db.client.address[1]}/?directConnection=true", "MONGODB_DB": real_db.name},
-    )  # fmt: skip
+    host, port = real_db.client.address or ("127.0.0.1", 27017)
+    env = {**os.environ, "MONGODB_URI": f"mongodb://{host}:{port}/?directConnection=true",
+           "MONGODB_DB": real_db.name}  # fmt: skip
+    done = subprocess.run([sys.executable, MIGRATE, "--migrations", str(folder), "up", "--resume"],
+                          cwd=tmp_path, text=True, capture_output=True, timeout=60, env=env)  # fmt: skip
     assert done.returncode == EXIT_ERROR, done.stdout + done.stderr
     assert "recorded 'failed', not applied" in done.stderr
 
