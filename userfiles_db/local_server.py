@@ -287,17 +287,15 @@ class LocalReplicaSet:
         return MongoClient(self.uri, **options)
 
     def start(self, timeout: float = 60.0) -> LocalReplicaSet:
-        """Start every member, initiate the set (member 0 preferred as the first primary) and
-        wait until it has a primary and every member is a secondary or primary."""
+        """Start every member, initiate the set, and wait until it has a primary and every
+        member is a secondary or the primary."""
         try:
             for member in self.members:
                 member.start(timeout)
             config = {
                 "_id": self.name,
-                "members": [
-                    {"_id": i, "host": host, "priority": 2 if i == 0 else 1}
-                    for i, host in enumerate(self.hosts)
-                ],
+                # Equal priorities: no priority takeover (a second failover) after a step-down.
+                "members": [{"_id": i, "host": host} for i, host in enumerate(self.hosts)],
                 "settings": {"electionTimeoutMillis": 1000, "heartbeatIntervalMillis": 250},
             }
             with self.members[0]._direct_client(5000) as client:
@@ -387,8 +385,12 @@ class LocalReplicaSet:
         self.wait_healthy(timeout)
 
     def stop(self) -> None:
+        """Kill every member and remove its data: a clean shutdown of a replica set member waits
+        out a quiesce period (15 s each), and a test set's data is thrown away anyway."""
         for member in self.members:
-            member.stop(timeout=10)
+            member._kill()
+            member.process = None
+            member._cleanup()
 
     def __enter__(self) -> LocalReplicaSet:
         return self.start()
