@@ -190,8 +190,11 @@ def test_with_no_majority_up_waits_a_bounded_time_and_says_so(
         for index in killed:
             rs.kill(index)
         started = time.monotonic()
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            hostile_uri(rs), serverSelectionTimeoutMS=1000, tz_aware=True
+        )
         with (
-            MongoClient(hostile_uri(rs), serverSelectionTimeoutMS=1000, tz_aware=True) as client,
+            client,
             pytest.raises(LockTimeout, match="no writable primary with a majority answered within 4 s"),
         ):
             Runner(client[db.name], discover(folder), bounded, report=lines.append).up()
