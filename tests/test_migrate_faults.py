@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +29,13 @@ from userfiles_db.local_server import LocalMongod
 from userfiles_db.migrate import (
     EngineOptions,
     InterruptedMigration,
+    LockLost,
     MigrationError,
     Runner,
     discover,
     history,
     status,
+    unlock,
 )
 from userfiles_db.migrate.config import bundled_migrations
 from userfiles_db.migrate.errors import (
@@ -41,6 +44,7 @@ from userfiles_db.migrate.errors import (
     EXIT_NEEDS_ATTENTION,
     EXIT_TERMINATED,
 )
+from userfiles_db.migrate.lock import LeaseLock
 
 ROOT = Path(__file__).parent.parent
 MIGRATE = str(ROOT / "migrate.py")
@@ -503,3 +507,57 @@ def test_after_a_server_crash_the_message_says_the_true_state_and_the_lock_left(
         db["switch"].delete_many({})
         assert Runner(db, discover(folder), options()).up().done == ["0001_crash"]
         assert counters(db) == {"crash": 1}
+
+
+# -- the lease's own faults ---------------------------------------------------------------------
+
+
+def test_renewal_errors_count_a_holder_that_cannot_renew_for_a_lease_stops_trusting_it(
+    tmp_path: Path,
+) -> None:
+    with LocalMongod(tmp_path / "data") as server:
+        client: MongoClient[dict[str, Any]] = server.client(serverSelectionTimeoutMS=300)
+        lock = LeaseLock(client["lease"], collection="migrations_lock", owner="me", host="h", lease_seconds=1)
+        lock.acquire(5, 0.05, lambda line: None)
+        server._kill()  # the server is gone: every renewal fails
+        wait_for(lambda: lock.lost, "the renewer to give up after a whole lease", timeout=20)
+        assert "could not be renewed for a whole lease" in lock.lost_reason
+        with pytest.raises(LockLost, match="no longer holds the migration lock"):
+            lock.check()
+        assert lock.release(timeout=0.5) is False  # and it says the lease is left to expire
+        client.close()
+
+
+def test_on_a_replica_set_a_runner_whose_lock_was_taken_over_writes_nothing_more(
+    replica_set: LocalMongod, tmp_path: Path
+) -> None:
+    folder = tmp_path / "m"
+    waiting_migration(folder, "0001_wait", resumable=False)
+    counter_migration(folder, "0002_count")
+    with replica_set.client(tz_aware=True) as client:
+        db = client[f"fence_{os.getpid()}"]
+        client.drop_database(db.name)
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                Runner(db, discover(folder), options(lock_lease_seconds=30)).up()
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_for(lambda: "0001_wait" in changelog(db), "0001_wait to start")
+        holder = changelog(db)["0001_wait"]["run_id"]
+        unlock(db, EngineOptions(), force=True)
+        intruder = LeaseLock(db, collection="migrations_lock", owner="intruder", host="h", lease_seconds=30)
+        assert intruder.try_acquire()["owner"] == "intruder"
+        db["switch"].insert_one({"_id": "go"})
+        thread.join(60)
+        assert isinstance(outcome[0], LockLost), outcome
+        assert changelog(db)["0001_wait"]["state"] == "applying"  # not overwritten as applied
+        assert changelog(db)["0001_wait"]["run_id"] == holder
+        assert "0002_count" not in changelog(db)
+        assert counters(db) == {"0001_wait": 1}
+        client.drop_database(db.name)

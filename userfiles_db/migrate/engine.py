@@ -256,7 +256,7 @@ def _check_history(
             why = "not resumable" if not e.resumable else "failed on a non-transient error"
             lines.append(
                 f"  {e.id}: {e.state} since {record.get('started_at')} on host "
-                f"{record.get('host')} (run {record.get('run_id')}; {why})"
+                f"{record.get('host')} (run {record.get('run_id')}), {why}"
                 + (f": {record['error']}" if record.get("error") else "")
             )
         raise InterruptedMigration(
