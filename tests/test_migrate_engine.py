@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from pymongo.database import Database
 from pymongo.errors import WriteError
 
@@ -21,7 +24,9 @@ from tests.migration_fixtures import (
     write_migration,
 )
 from userfiles_db import UserFiles, load_schema
+from userfiles_db.cli import State, cli
 from userfiles_db.clock import UTC
+from userfiles_db.local_server import LocalMongod
 from userfiles_db.migrate import (
     EngineOptions,
     InterruptedMigration,
@@ -36,11 +41,13 @@ from userfiles_db.migrate import (
     drift,
     history,
     lock_holder,
+    resumable,
     status,
     steps,
     unlock,
 )
 from userfiles_db.migrate.config import bundled_migrations
+from userfiles_db.migrate.engine import BUNDLED_RESUMABLE
 
 BUNDLED = discover(bundled_migrations())
 IDS = [m.id for m in BUNDLED]
@@ -379,3 +386,54 @@ def test_before_5_1_a_ttl_needs_an_allowed_rebuild(
     assert "expireAfterSeconds" not in real_db["user_files"].index_information()["expires_at_1"]
     assert steps.ensure_index(real_db, "user_files", spec, allow_rebuild=True) == "rebuilt"
     assert real_db["user_files"].index_information()["expires_at_1"]["expireAfterSeconds"] == 0
+
+
+def test_history_command_and_reading_it_never_scans(strict_mongod: LocalMongod, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    marker_migration(folder, "0001_first")
+    marker_migration(folder, "0002_second")
+    with strict_mongod.client(tz_aware=True) as client:  # notablescan: a collection scan fails
+        db = client[f"h_{uuid.uuid4().hex[:8]}"]
+        run = runner(db, discover(folder))
+        run.up()
+        run.down()
+        events = [(e["event"], e.get("migration")) for e in history(db, EngineOptions())]
+        assert events == [
+            ("run_started", None), ("started", "0001_first"), ("applied", "0001_first"),
+            ("started", "0002_second"), ("applied", "0002_second"), ("run_finished", None),
+            ("run_started", None), ("revert_started", "0002_second"), ("reverted", "0002_second"),
+            ("run_finished", None),
+        ]  # fmt: skip
+        assert len(history(db, EngineOptions(), limit=2)) == 2
+
+        state = State(environ={"MONGODB_URI": strict_mongod.uri, "MONGODB_DB": db.name}, cwd=tmp_path)
+        shown = CliRunner().invoke(cli, ["history"], obj=state, catch_exceptions=False)
+        assert shown.exit_code == 0, shown.output
+        lines = shown.output.splitlines()
+        assert len(lines) == 10
+        assert "applied" in lines[2]
+        assert f"run {run.run_id}" in lines[2]
+        assert "0001_first" in lines[2]
+        assert "exit 0" in lines[-1]
+        as_json = CliRunner().invoke(
+            cli, ["history", "--json", "--limit", "1"], obj=state, catch_exceptions=False
+        )
+        assert as_json.exit_code == 0, as_json.output
+        [last] = json.loads(as_json.output)["events"]
+        assert (last["event"], last["command"], last["exit_code"], last["done"]) == (
+            "run_finished", "down", 0, ["0002_second"]
+        )  # fmt: skip
+        assert last["at"].endswith("+00:00")
+        client.drop_database(db.name)
+
+
+def test_the_bundled_migrations_are_resumable_by_their_checksums(tmp_path: Path) -> None:
+    # The registry must follow the files (which never change once published)...
+    assert {m.id: m.checksum for m in BUNDLED} == BUNDLED_RESUMABLE
+    assert all(resumable(m) for m in BUNDLED)
+    # ...and a project's file that reuses a bundled id does not inherit the declaration.
+    folder = tmp_path / "m"
+    marker_migration(folder, "0002_adopt_legacy_records")
+    assert not resumable(discover(folder)[0])
+    marker_migration(folder, "0003_mine", "\nRESUMABLE = True\n")
+    assert resumable(discover(folder)[1])

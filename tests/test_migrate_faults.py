@@ -489,10 +489,10 @@ def test_after_a_server_crash_the_message_says_the_true_state_and_the_lock_left(
     write_migration(folder, "0001_crash", CRASHES_THE_SERVER)
     dbpath = tmp_path / "data"
     with LocalMongod(dbpath) as server:
-        client: MongoClient[dict[str, Any]] = server.client(serverSelectionTimeoutMS=500, tz_aware=True)
+        client: MongoClient[dict[str, Any]] = server.client(serverSelectionTimeoutMS=200, tz_aware=True)
         db = client["crash"]
         db["switch"].insert_one({"_id": "crash"})
-        quick = options(retry_seconds=1, lock_lease_seconds=1, majority_timeout_seconds=1)
+        quick = options(retry_seconds=0.5, lock_lease_seconds=0.5, majority_timeout_seconds=1)
         with pytest.raises(MigrationError) as info:
             Runner(db, discover(folder), quick).up()
         client.close()
@@ -500,7 +500,7 @@ def test_after_a_server_crash_the_message_says_the_true_state_and_the_lock_left(
     assert message.startswith("0001_crash failed: AutoReconnect")
     assert "still recorded 'applying', not 'failed'" in message
     assert "The next `up` resumes it by itself (it is resumable)" in message
-    assert "left to expire on its own within 1 s" in message
+    assert "left to expire on its own within 0.5 s" in message
     with LocalMongod(dbpath) as server, server.client(tz_aware=True) as client:
         db = client["crash"]
         assert changelog(db)["0001_crash"]["state"] == "applying"  # what the message said

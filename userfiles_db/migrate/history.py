@@ -26,6 +26,7 @@ from userfiles_db.migrate.retry import RetryTimeout, retry_transient
 from userfiles_db.records import as_utc
 
 DEFAULT_COLLECTION = "migrations_history"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 # Event names (the ``event`` field).
 RUN_STARTED = "run_started"
@@ -73,13 +74,16 @@ class History:
         return True
 
     def events(self, limit: int | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-        """The events, oldest first (the newest ``limit`` when given). Read-only."""
+        """The events, oldest first (the newest ``limit`` when given). Read-only; walks the
+        ``_id`` index (never a collection scan), then orders by the server's ``at``."""
         query = {"run_id": run_id} if run_id else {}
-        cursor = self.collection.find(query, sort=[("at", DESCENDING), ("_id", DESCENDING)])
+        cursor = self.collection.find(query, sort=[("_id", DESCENDING)], hint="_id_")
         if limit is not None:
             cursor = cursor.limit(limit)
         found = [{k: as_utc(v) for k, v in doc.items()} for doc in cursor]
-        found.reverse()
+        found.sort(
+            key=lambda doc: (doc.get("at") or dt.datetime.min.replace(tzinfo=dt.timezone.utc), doc["_id"])
+        )
         for doc in found:
             doc["_id"] = str(doc["_id"])
         return found
