@@ -561,3 +561,17 @@ def test_on_a_replica_set_a_runner_whose_lock_was_taken_over_writes_nothing_more
         assert "0002_count" not in changelog(db)
         assert counters(db) == {"0001_wait": 1}
         client.drop_database(db.name)
+
+
+def test_down_refuses_to_undo_around_a_half_applied_migration(real_db: Database[Any], tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    counter_migration(folder, "0001_a")
+    counter_migration(folder, "0002_b")
+    Runner(real_db, discover(folder), options()).up("0001_a")
+    real_db["migrations_changelog"].insert_one(
+        {"_id": "0002_b", "state": "applying", "run_id": "dead", "host": "h", "checksum": "x"}
+    )
+    with pytest.raises(InterruptedMigration, match=r"0002_b: applying \(run dead\)") as info:
+        Runner(real_db, discover(folder), options()).down()
+    assert info.value.exit_code == EXIT_NEEDS_ATTENTION
+    assert counters(real_db) == {"0001_a": 1}  # nothing undone

@@ -811,8 +811,16 @@ class Runner:
 
     def _down_locked(self, result: RunResult, target: str | None, steps: int | None, force: bool) -> None:
         found = status(self.db, self.migrations, self.options)
-        reverting = Status([e for e in found.entries if e.state != log.REVERTING])
-        _check_history(reverting, allow_changed=True, allow_out_of_order=True, resume=False)
+        unfinished = [e for e in found.interrupted if e.state != log.REVERTING]
+        if unfinished:
+            # Undoing around a half-applied migration would undo the wrong things: finish it first.
+            lines = [f"  {e.id}: {e.state} (run {(e.record or {}).get('run_id')})" for e in unfinished]
+            raise InterruptedMigration(
+                "an earlier run did not finish applying:\n" + "\n".join(lines) + "\n"
+                "`down` undoes nothing until it is finished: run `up` (it resumes resumable "
+                "migrations by itself; `up --resume` for the others), or `stamp ID` if it is complete."
+            )
+        _check_history(found, allow_changed=True, allow_out_of_order=True, resume=True)
         applied = [e.id for e in found.entries if e.state in (log.APPLIED, log.REVERTING)]
         if target is not None:
             keep = _target_index(self.migrations, target)
