@@ -437,3 +437,25 @@ def test_the_bundled_migrations_are_resumable_by_their_checksums(tmp_path: Path)
     assert not resumable(discover(folder)[0])
     marker_migration(folder, "0003_mine", "\nRESUMABLE = True\n")
     assert resumable(discover(folder)[1])
+
+
+def test_changelog_writes_are_compare_and_set(real_db: Database[Any]) -> None:
+    from userfiles_db.migrate.changelog import Changelog, ChangelogConflict
+
+    log = Changelog(real_db, "migrations_changelog")
+    now = dt.datetime.now(UTC)
+    mine = {"state": "applying", "checksum": "c", "started_at": now, "host": "h", "run_id": "a"}
+    log.put("0001_x", None, mine)
+    log.put("0001_x", None, mine)  # a retry of our own write whose reply was lost: done already
+    with pytest.raises(ChangelogConflict, match="changed by another run"):
+        log.put("0001_x", None, {**mine, "run_id": "b"})  # b also saw it pending: refused
+    with pytest.raises(ChangelogConflict):
+        log.put("0001_x", {"state": "applying", "run_id": "b"}, {**mine, "state": "applied", "run_id": "b"})
+    log.put("0001_x", {"state": "applying", "run_id": "a"}, {**mine, "state": "applied"})
+    with pytest.raises(ChangelogConflict):  # a stale runner cannot mark it failed afterwards
+        log.set_fields("0001_x", {"state": "applying", "run_id": "a"}, {"state": "failed"})
+    with pytest.raises(ChangelogConflict):
+        log.remove("0001_x", {"state": "reverting", "run_id": "b"})
+    record = log.record("0001_x")
+    assert record is not None
+    assert (record["state"], record["run_id"]) == ("applied", "a")

@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from userfiles_db.migrate.errors import MigrationError
+from userfiles_db.migrate.errors import LockLost
 from userfiles_db.records import as_utc
 
 APPLYING = "applying"
@@ -38,8 +38,9 @@ INTERRUPTED_STATES = (APPLYING, REVERTING, FAILED)
 DEFAULT_MAJORITY_TIMEOUT_SECONDS = 10.0
 
 
-class ChangelogConflict(MigrationError):
-    """A changelog record was not in the state this runner expected (another runner wrote it)."""
+class ChangelogConflict(LockLost):
+    """A changelog record was not in the state this runner expected: another runner wrote it,
+    so this one no longer holds the lock (exit code 1); it stops."""
 
 
 def tool_collection(
@@ -124,7 +125,8 @@ class Changelog:
             return  # our own earlier attempt, whose reply was lost
         raise ChangelogConflict(
             f"the changelog record of {migration_id} was changed by another run "
-            f"(now {(now or {}).get('state', 'absent')} by run {(now or {}).get('run_id')})"
+            f"(now {(now or {}).get('state', 'absent')} by run {(now or {}).get('run_id')}): this run "
+            "no longer holds the migration lock and stopped"
         )
 
     def set_fields(
@@ -145,13 +147,19 @@ class Changelog:
             now.get(k) == v for k, v in fields.items() if not isinstance(v, dt.datetime)
         ):
             return  # already set by our own earlier attempt
-        raise ChangelogConflict(f"the changelog record of {migration_id} was changed by another run")
+        raise ChangelogConflict(
+            f"the changelog record of {migration_id} was changed by another run: this run no longer "
+            "holds the migration lock and stopped"
+        )
 
     def remove(self, migration_id: str, expect: dict[str, Any], session: ClientSession | None = None) -> None:
         """Delete the record if it is still as expected; a record already gone counts as done."""
         result = self.collection.delete_one({"_id": migration_id, **expect}, session=session)
         if result.deleted_count == 0 and self.record(migration_id, session=session) is not None:
-            raise ChangelogConflict(f"the changelog record of {migration_id} was changed by another run")
+            raise ChangelogConflict(
+                f"the changelog record of {migration_id} was changed by another run: this run no longer "
+                "holds the migration lock and stopped"
+            )
 
 
 def applying_record(

@@ -528,6 +528,7 @@ class Runner:
         result = RunResult(self.run_id)
         self._lock_left = False
         self._started = False
+        self._stop_signal = None
         error: MigrationError | None = None
         with self._signals():
             try:
