@@ -575,3 +575,22 @@ def test_down_refuses_to_undo_around_a_half_applied_migration(real_db: Database[
         Runner(real_db, discover(folder), options()).down()
     assert info.value.exit_code == EXIT_NEEDS_ATTENTION
     assert counters(real_db) == {"0001_a": 1}  # nothing undone
+
+
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt()", "GeneratorExit()", "BaseException('odd')"])
+def test_a_migration_raising_a_base_exception_is_recorded_failed(
+    real_db: Database[Any], tmp_path: Path, raised: str
+) -> None:
+    folder = tmp_path / "m"
+    write_migration(folder, "0001_odd", f"""
+        def up(db: Any) -> None:
+            raise {raised}
+
+        def down(db: Any) -> None:
+            pass
+    """)  # fmt: skip
+    with pytest.raises(MigrationError, match="recorded 'failed', not applied") as info:
+        Runner(real_db, discover(folder), options()).up()
+    assert info.value.exit_code == EXIT_ERROR
+    assert changelog(real_db)["0001_odd"]["state"] == "failed"
+    assert real_db["migrations_lock"].count_documents({}) == 0
