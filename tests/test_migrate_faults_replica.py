@@ -8,9 +8,11 @@ history says what happened, the exit codes are the documented ones.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from pymongo.database import Database
 
 from tests.migration_fixtures import LEGACY_NOW, create_bot_collection, write_migration
 from tests.test_migrate_faults import COUNTER, _model, changelog, counters
+from userfiles_db.clock import UTC
 from userfiles_db.local_server import LocalReplicaSet
 from userfiles_db.migrate import EngineOptions, LockTimeout, Runner, discover, history
 from userfiles_db.migrate.config import bundled_migrations
@@ -204,3 +207,36 @@ def test_with_no_majority_up_waits_a_bounded_time_and_says_so(
             rs.restart(index)
     assert elapsed < 60  # bounded (4 s of waiting, plus slack for a loaded machine)
     assert any(line.startswith("Waiting for a writable primary (majority)") for line in lines), lines
+
+
+def test_a_waiting_runner_waits_through_an_election_instead_of_exiting(
+    rs: LocalReplicaSet, db: Database[Any], tmp_path: Path
+) -> None:
+    folder = tmp_path / "m"
+    write_migration(folder, "0001_a", COUNTER % {"stem": "0001_a"})
+    # Another runner's lease (as if it were alive) makes this one wait...
+    db["migrations_lock"].insert_one(
+        {
+            "_id": "lock",
+            "owner": "other",
+            "host": "pod-1",
+            "expires_at": dt.datetime.now(UTC) + dt.timedelta(seconds=2),
+        }
+    )
+    lines: list[str] = []
+    waiting = EngineOptions(lock_timeout_seconds=60, lock_poll_seconds=0.1, lock_lease_seconds=5)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        hostile_uri(rs), serverSelectionTimeoutMS=300, tz_aware=True
+    )
+    runner = Runner(client[db.name], discover(folder), waiting, report=lines.append)
+    # ...and the primary is killed while it waits: for a few seconds there is no primary at all.
+    killer = threading.Timer(0.5, lambda: rs.kill(rs.primary_index()))
+    killer.start()
+    try:
+        assert runner.up().done == ["0001_a"]
+    finally:
+        killer.join()
+        client.close()
+    assert any(line.startswith("Waiting for the migration lock held by run other") for line in lines), lines
+    assert any(line.startswith("Waiting for a writable primary") for line in lines), lines
+    assert counters(db) == {"0001_a": 1}
