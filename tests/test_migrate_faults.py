@@ -594,3 +594,25 @@ def test_a_migration_raising_a_base_exception_is_recorded_failed(
     assert info.value.exit_code == EXIT_ERROR
     assert changelog(real_db)["0001_odd"]["state"] == "failed"
     assert real_db["migrations_lock"].count_documents({}) == 0
+
+
+def test_sigterm_while_waiting_for_the_lock_stops_at_once_writing_nothing(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path
+) -> None:
+    folder = tmp_path / "m"
+    counter_migration(folder, "0001_a")
+    live = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    real_db["migrations_lock"].insert_one(
+        {"_id": "lock", "owner": "other", "host": "pod-1", "expires_at": live}
+    )
+    runner = cli(mongod.uri, real_db.name, tmp_path, "--migrations", str(folder), "up")
+    assert runner.stdout is not None
+    first = runner.stdout.readline()
+    assert first.startswith("Waiting for the migration lock held by run other on host h1"), first
+    runner.send_signal(signal.SIGTERM)
+    output = runner.communicate(timeout=60)[0]
+    assert runner.returncode == EXIT_TERMINATED, output
+    assert "stopped by SIGTERM while waiting for the lock; nothing was done" in output
+    assert real_db["migrations_lock"].find_one({}, {"_id": 0, "owner": 1}) == {"owner": "other"}
+    assert counters(real_db) == {}
+    assert history(real_db, EngineOptions()) == []
