@@ -608,7 +608,7 @@ def test_sigterm_while_waiting_for_the_lock_stops_at_once_writing_nothing(
     runner = cli(mongod.uri, real_db.name, tmp_path, "--migrations", str(folder), "up")
     assert runner.stdout is not None
     first = runner.stdout.readline()
-    assert first.startswith("Waiting for the migration lock held by run other on host h1"), first
+    assert first.startswith("Waiting for the migration lock held by run other on host pod-1"), first
     runner.send_signal(signal.SIGTERM)
     output = runner.communicate(timeout=60)[0]
     assert runner.returncode == EXIT_TERMINATED, output
