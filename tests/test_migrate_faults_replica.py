@@ -187,7 +187,7 @@ def test_with_no_majority_up_waits_a_bounded_time_and_says_so(
     primary = rs.primary_index()
     killed = [index for index in range(3) if index != primary]
     lines: list[str] = []
-    bounded = EngineOptions(lock_timeout_seconds=4, lock_poll_seconds=0.1, majority_timeout_seconds=1,
+    bounded = EngineOptions(lock_timeout_seconds=2, lock_poll_seconds=0.1, majority_timeout_seconds=1,
                             retry_seconds=2)  # fmt: skip
     try:
         for index in killed:
@@ -198,14 +198,14 @@ def test_with_no_majority_up_waits_a_bounded_time_and_says_so(
         )
         with (
             client,
-            pytest.raises(LockTimeout, match="no writable primary with a majority answered within 4 s"),
+            pytest.raises(LockTimeout, match="no writable primary with a majority answered within 2 s"),
         ):
             Runner(client[db.name], discover(folder), bounded, report=lines.append).up()
         elapsed = time.monotonic() - started
     finally:
         for index in killed:
             rs.restart(index)
-    assert elapsed < 60  # bounded (4 s of waiting, plus slack for a loaded machine)
+    assert elapsed < 60  # bounded (2 s of waiting, plus slack for a loaded machine)
     assert any(line.startswith("Waiting for a writable primary (majority)") for line in lines), lines
 
 
