@@ -43,6 +43,7 @@ from userfiles_db.migrate.errors import (
     EXIT_LOCK_TIMEOUT,
     EXIT_NEEDS_ATTENTION,
     EXIT_TERMINATED,
+    Terminated,
 )
 from userfiles_db.migrate.lock import LeaseLock
 
@@ -625,3 +626,35 @@ def test_sigterm_while_waiting_for_the_lock_stops_at_once_writing_nothing(
     assert real_db["migrations_lock"].find_one({}, {"_id": 0, "owner": 1}) == {"owner": "other"}
     assert counters(real_db) == {}
     assert history(real_db, EngineOptions()) == []
+
+
+def test_a_stop_requested_just_before_a_resumable_migration_starts_is_not_lost(
+    real_db: Database[Any], tmp_path: Path
+) -> None:
+    # SIGTERM between the 'applying' record and the migration's first line used to be deferred
+    # to the migration's end: a long migration then never stopped.
+    folder = tmp_path / "m"
+    write_migration(folder, "0001_long", """
+        import time
+
+        RESUMABLE = True
+
+        def up(db: Any) -> None:
+            time.sleep(10)
+            raise RuntimeError("the stop was not honoured")
+
+        def down(db: Any) -> None:
+            pass
+    """)  # fmt: skip
+    runner: Runner
+
+    def report(line: str) -> None:
+        if line.startswith("0001_long: "):  # the engine's own code: not interruptible here
+            runner.request_stop("SIGTERM")
+
+    runner = Runner(real_db, discover(folder), options(), report=report)
+    with pytest.raises(Terminated, match="stopped by SIGTERM during 0001_long") as info:
+        runner.up()  # (unfixed, it ran the 10 s migration, which then failed)
+    assert info.value.exit_code == EXIT_TERMINATED
+    assert changelog(real_db)["0001_long"]["state"] == "applying"  # resumable: the next up resumes
+    assert real_db["migrations_lock"].count_documents({}) == 0

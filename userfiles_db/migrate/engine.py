@@ -415,6 +415,13 @@ class Runner:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
+    def _interruptible_now(self, yes: bool) -> None:
+        """Enter (or leave) a section the stop handler may interrupt; a stop requested just
+        before is honoured here, or it would wait for the section's end."""
+        self._interruptible = yes
+        if yes and self._stop_signal is not None:
+            raise StopRequested(self._stop_signal)
+
     def _check_stop(self, before: str) -> None:
         if self._stop_signal is not None:
             self._record(hist.TERMINATED, detail=f"{self._stop_signal} received; stopped before {before}")
@@ -437,7 +444,10 @@ class Runner:
         )
         self._acquiring = lock
         try:
-            lock.acquire(self.options.lock_timeout_seconds, self.options.lock_poll_seconds, self.report)
+            lock.acquire(
+                self.options.lock_timeout_seconds, self.options.lock_poll_seconds, self.report,
+                stop_requested=lambda: self._stop_signal,
+            )  # fmt: skip
         finally:
             self._acquiring = None
         self._lock = lock
@@ -709,8 +719,8 @@ class Runner:
             f"recording {migration.id} as applying",
         )
         self._record(hist.STARTED, migration=migration.id)
-        self._interruptible = resumable(migration)
         try:
+            self._interruptible_now(resumable(migration))
             with running(self._context()):
                 migration.up(self.mdb)
         except StopRequested as stop:
@@ -872,8 +882,8 @@ class Runner:
         self._fenced(lambda s: self.changelog.set_fields(migration.id, expect, fields, s),
                      f"recording {migration.id} as reverting")  # fmt: skip
         self._record(hist.REVERT_STARTED, migration=migration.id)
-        self._interruptible = resumable(migration)
         try:
+            self._interruptible_now(resumable(migration))
             with running(self._context()):
                 migration.down(self.mdb)
         except StopRequested as stop:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -114,7 +115,13 @@ class LeaseLock:
             doc = self.collection.find_one({"_id": LOCK_ID})
         return doc or {}
 
-    def acquire(self, timeout: float, poll: float, report: Reporter) -> None:
+    def acquire(
+        self,
+        timeout: float,
+        poll: float,
+        report: Reporter,
+        stop_requested: Callable[[], str | None] | None = None,
+    ) -> None:
         """Take the lease, waiting up to ``timeout`` seconds; raises ``LockTimeout`` naming the
         holder. While there is no primary (an election, a failover) it keeps waiting, within the
         same bound, and says so. Starts the renewing thread."""
@@ -125,6 +132,9 @@ class LeaseLock:
         self.interruptible = True
         try:
             while True:
+                reason = stop_requested() if stop_requested is not None else None
+                if reason:  # asked to stop before the handler could interrupt us
+                    raise StopRequested(reason)
                 try:
                     holder = self.try_acquire()
                     unreachable = None
