@@ -116,7 +116,12 @@ def test_adopting_the_bots_collection_loses_nothing(real_db: Database[Any]) -> N
     # Stage 2, after the bot's update: TTL and strict validator.
     result = runner(real_db).up()
     assert result.done == ["0003_enable_ttl", "0004_enforce_validator"]
-    assert collection.count_documents({}) == len(before) + 1
+    # Nothing lost: every record is there but the expired ones, which the TTL monitor (every
+    # second on the test server) may already be deleting.
+    kept = set(collection.distinct("file_id"))
+    expired = {f for f, d in before.items() if d["expires_at"] and d["expires_at"] < LEGACY_NOW.isoformat()}
+    assert set(before) - kept <= expired
+    assert "legacy-during-rollout" in kept
     assert collection.count_documents({"uploaded_at": {"$exists": True}}) == 0
     assert collection.count_documents({"file_size": {"$exists": True}}) == 0
     assert collection.count_documents({"created_at": {"$not": {"$type": "date"}}}) == 0
