@@ -126,7 +126,7 @@ def test_lock_timeout_exits_5(run: Any, real_db: Database[Any], tmp_path: Path) 
     result = run("up")
     assert result.exit_code == 5
     assert "held by run other on host pod-1" in result.output
-    assert run("unlock").stdout == "Released the lock of run other on host pod-1.\n"
+    assert run("unlock", "--force").stdout == "Released the lock of run other on host pod-1.\n"
     assert run("up").exit_code == 0
 
 

@@ -47,6 +47,7 @@ from userfiles_db.migrate import (
     unlock,
 )
 from userfiles_db.migrate import config as settings_module
+from userfiles_db.migrate import history as read_history
 from userfiles_db.migrate.discovery import Migration
 from userfiles_db.migrate.errors import (
     EXIT_ERROR,
@@ -55,6 +56,8 @@ from userfiles_db.migrate.errors import (
     EXIT_USAGE,
     ConfigError,
 )
+from userfiles_db.migrate.history import describe
+from userfiles_db.migrate.history import to_json as history_json
 from userfiles_db.schema import load_schema
 
 EMBEDDED_DBPATH = ".userfiles-mongod"
@@ -544,21 +547,42 @@ def stamp(state: State, migration_id: str, as_json: bool) -> None:
 
 
 @cli.command("unlock")
+@click.option("--force", is_flag=True, help="Release a live lease too (its runner then stops at "
+              "its next check). Without it, only an expired lease is released.")  # fmt: skip
 @json_option
 @click.pass_obj
 @handle_errors
-def unlock_command(state: State, as_json: bool) -> None:
-    """Force-release the migration lock (after making sure no migration is running).
+def unlock_command(state: State, force: bool, as_json: bool) -> None:
+    """Release the migration lock once its runner is gone (exit 5 if the lease is live).
 
     Example: %(prog)s unlock
     """
     with state.connect() as conn:
-        holder = unlock(conn.db, conn.settings.engine)
+        holder = unlock(conn.db, conn.settings.engine, force=force)
     if holder is None:
         state.output.line("The migration lock was not held.")
     else:
         state.output.line(f"Released the lock of run {holder.get('owner')} on host {holder.get('host')}.")
-    _finish(state, {"command": "unlock", **_target(conn), "released": holder})
+    _finish(state, {"command": "unlock", **_target(conn), "released": holder, "force": force})
+
+
+@cli.command("history")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N events.")
+@json_option
+@click.pass_obj
+@handle_errors
+def history_command(state: State, as_json: bool, limit: int | None) -> None:
+    """Show every run, apply, revert, resume, stamp and unlock, oldest first (read-only).
+
+    Example: %(prog)s history --limit 20
+    """
+    with state.connect(with_migrations=False) as conn:
+        events = read_history(conn.db, conn.settings.engine, limit=limit)
+    if not events:
+        state.output.line("No history yet.")
+    for event in events:
+        state.output.line(describe(event))
+    _finish(state, {"command": "history", **_target(conn), "events": [history_json(e) for e in events]})
 
 
 def _exit_now(command: click.Group, prog_name: str | None) -> None:

@@ -86,8 +86,10 @@ class LocalMongod:
         ttl_monitor_sleep_secs: int | None = 1,
         set_parameters: dict[str, Any] | None = None,
         binary: str | None = None,
+        initiate: bool = True,
     ) -> None:
         self.binary = binary
+        self.initiate = initiate  # False: a member of a larger set, initiated by LocalReplicaSet
         self._given_dbpath = Path(dbpath) if dbpath is not None else None
         self.dbpath: Path | None = None
         self.replica_set = replica_set
@@ -169,7 +171,7 @@ class LocalMongod:
                 if self.process.poll() is not None:
                     return False
                 try:
-                    if not self.replica_set:
+                    if not self.replica_set or not self.initiate:
                         client.admin.command("ping")
                         return True
                     if not initiated:
@@ -229,6 +231,168 @@ class LocalMongod:
         self._cleanup()
 
     def __enter__(self) -> LocalMongod:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalReplicaSet:
+    """A replica set of ``members`` mongod processes on 127.0.0.1 (for failover tests): started
+    by ``start()``, each member a ``LocalMongod`` that joins without initiating on its own.
+
+    Elections are fast (``electionTimeoutMillis`` 1000, heartbeats every 250 ms), so a step-down
+    or a killed primary is followed by a new primary within a few seconds. ``kill(i)`` and
+    ``restart(i)`` simulate a crash; ``step_down()`` a routine failover.
+    """
+
+    def __init__(
+        self,
+        name: str = "rs",
+        *,
+        members: int = 3,
+        cache_size_gb: float = 0.25,
+        binary: str | None = None,
+        set_parameters: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.members = [
+            LocalMongod(
+                replica_set=name,
+                cache_size_gb=cache_size_gb,
+                binary=binary,
+                ttl_monitor_sleep_secs=None,
+                set_parameters=set_parameters,
+                initiate=False,
+            )
+            for _ in range(members)
+        ]
+
+    @property
+    def hosts(self) -> list[str]:
+        return [f"127.0.0.1:{m.port}" for m in self.members]
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{','.join(self.hosts)}/?replicaSet={self.name}"
+
+    def client(self, **options: Any) -> MongoClient[dict[str, Any]]:
+        """A new client for the set (the caller closes it)."""
+        options.setdefault("serverSelectionTimeoutMS", 20_000)
+        return MongoClient(self.uri, **options)
+
+    def start(self, timeout: float = 60.0) -> LocalReplicaSet:
+        """Start every member, initiate the set, and wait until it has a primary and every
+        member is a secondary or the primary."""
+        try:
+            for member in self.members:
+                member.start(timeout)
+            config = {
+                "_id": self.name,
+                # Equal priorities: no priority takeover (a second failover) after a step-down.
+                "members": [{"_id": i, "host": host} for i, host in enumerate(self.hosts)],
+                "settings": {"electionTimeoutMillis": 1000, "heartbeatIntervalMillis": 250},
+            }
+            with self.members[0]._direct_client(5000) as client:
+                client.admin.command("replSetInitiate", config)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def status(self) -> dict[str, Any]:
+        """``replSetGetStatus`` from the first member that answers."""
+        for member in self.members:
+            if member.process is None or member.process.poll() is not None:
+                continue
+            try:
+                with member._direct_client(1000) as client:
+                    reply: dict[str, Any] = client.admin.command("replSetGetStatus")
+                    return reply
+            except PyMongoError:
+                continue
+        raise MongodStartError("no member of the replica set answers")
+
+    def primary_index(self, timeout: float = 30.0, *, other_than: int | None = None) -> int:
+        """The index of the current primary (``other_than`` one, e.g. just killed), waiting for
+        an election if needed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                for member in self.status()["members"]:
+                    index = self.hosts.index(member["name"])
+                    if member.get("stateStr") == "PRIMARY" and index != other_than:
+                        return index
+            except (MongodStartError, PyMongoError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise MongodStartError(f"no primary within {timeout:g} s")
+            time.sleep(0.1)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Wait until every running member is PRIMARY or SECONDARY (and one is PRIMARY)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reported = {m["name"]: m for m in self.status()["members"]}
+                up = [
+                    reported.get(host, {})
+                    for host, member in zip(self.hosts, self.members, strict=True)
+                    if member.process is not None and member.process.poll() is None
+                ]
+                states = [m.get("stateStr") for m in up]
+                if (
+                    "PRIMARY" in states
+                    and all(s in ("PRIMARY", "SECONDARY") for s in states)
+                    and all(m.get("health", 1) == 1 for m in up)
+                ):
+                    return
+            except (MongodStartError, PyMongoError):
+                pass
+            if time.monotonic() > deadline:
+                raise MongodStartError(f"the replica set did not become healthy within {timeout:g} s")
+            time.sleep(0.1)
+
+    def step_down(self, seconds: int = 10) -> int:
+        """Make the primary step down (a routine failover); returns its index."""
+        index = self.primary_index()
+        try:
+            with self.members[index]._direct_client(5000) as client:
+                client.admin.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=5)
+        except ConnectionFailure:
+            pass  # older servers close connections on step-down
+        return index
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one member (a crash)."""
+        self.members[index]._kill()
+
+    def restart(self, index: int, timeout: float = 60.0) -> None:
+        """Start a killed member again on its data and port."""
+        member = self.members[index]
+        assert member.dbpath is not None
+        assert member.port is not None
+        member.process = subprocess.Popen(
+            member._command(member.port, member.dbpath),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        """Kill every member and remove its data: a clean shutdown of a replica set member waits
+        out a quiesce period (15 s each), and a test set's data is thrown away anyway."""
+        for member in self.members:
+            member._kill()
+            member.process = None
+            member._cleanup()
+
+    def __enter__(self) -> LocalReplicaSet:
         return self.start()
 
     def __exit__(

@@ -131,6 +131,9 @@ SETTINGS: dict[str, Parser] = {
     "lock_timeout_seconds": _seconds,
     "lock_poll_seconds": _seconds,
     "transactions": _transactions,
+    "history_collection": _collection_name,
+    "retry_seconds": _seconds,
+    "majority_timeout_seconds": _seconds,
 }
 # The options migrations read through context().option(name); each also USERFILES_<NAME>.
 MIGRATION_OPTIONS: dict[str, tuple[Parser, Any]] = {
@@ -141,7 +144,7 @@ MIGRATION_OPTIONS: dict[str, tuple[Parser, Any]] = {
 FILE_KEYS = frozenset(SETTINGS) | {"migration_options"}
 ENGINE_KEYS = (
     "changelog_collection", "lock_collection", "lock_lease_seconds", "lock_timeout_seconds",
-    "lock_poll_seconds", "transactions",
+    "lock_poll_seconds", "transactions", "history_collection", "retry_seconds", "majority_timeout_seconds",
 )  # fmt: skip
 _TABLE_MENTION = re.compile(r"tool\s*\.\s*[\"']?" + PYPROJECT_TABLE)
 

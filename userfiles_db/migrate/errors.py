@@ -10,6 +10,8 @@ EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_INVALID = 4
 EXIT_LOCK_TIMEOUT = 5
+EXIT_NEEDS_ATTENTION = 6  # an earlier run left a migration that cannot be resumed on its own
+EXIT_TERMINATED = 7  # stopped by SIGTERM/SIGINT at a safe point; the lock was released
 
 
 class MigrationError(UserFilesError):
@@ -36,12 +38,32 @@ class LockTimeout(MigrationError):
     exit_code = EXIT_LOCK_TIMEOUT
 
 
+class LockHeld(MigrationError):
+    """``unlock`` found a live lease (still being renewed) and was not forced (exit code 5)."""
+
+    exit_code = EXIT_LOCK_TIMEOUT
+
+
 class LockLost(MigrationError):
-    """The lease expired while this runner held it (another runner may have taken over)."""
+    """This runner no longer holds the lease (it expired while the process was paused, or it
+    was force-released): it stopped before writing anything more (exit code 1)."""
 
 
 class InterruptedMigration(MigrationError):
-    """A migration was left ``applying`` or ``failed`` by an earlier run."""
+    """A migration was left ``applying``, ``reverting`` or ``failed`` by an earlier run and cannot
+    be resumed automatically: a person must look (exit code 6)."""
+
+    exit_code = EXIT_NEEDS_ATTENTION
+
+
+class Terminated(MigrationError):
+    """The run was asked to stop (SIGTERM, SIGINT) and stopped at a safe point (exit code 7)."""
+
+    exit_code = EXIT_TERMINATED
+
+
+class StopRequested(BaseException):
+    """Raised inside an interruptible section by the SIGTERM handler; becomes ``Terminated``."""
 
 
 class IrreversibleMigration(MigrationError):
