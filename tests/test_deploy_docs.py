@@ -88,6 +88,8 @@ def test_documented_json_keys_exist(
         "status": [sys.executable, str(ROOT / "migrate.py"), "status", "--json"],
         "check": [sys.executable, str(ROOT / "migrate.py"), "check", "--json"],
         "sweep": [sys.executable, "-m", "userfiles_db", "sweep", "--root", root, "--grace", "0", "--json"],
+        "up": [sys.executable, str(ROOT / "migrate.py"), "up", "--json"],
+        "history": [sys.executable, str(ROOT / "migrate.py"), "history", "--json", "--limit", "2"],
     }
     documented = dict(zip(commands, _json_blocks(), strict=True))
     for name, argv in commands.items():

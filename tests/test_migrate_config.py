@@ -268,6 +268,9 @@ def test_every_setting_comes_from_the_environment_with_one_prefix(tmp_path: Path
         "USERFILES_LOCK_POLL_SECONDS": "0.25", "USERFILES_TRANSACTIONS": "never",
         "USERFILES_LEGACY_TIMEZONE": "Europe/Paris", "USERFILES_BATCH_SIZE": "100",
         "USERFILES_ALLOW_INDEX_REBUILD": "yes",
+        "USERFILES_HISTORY_COLLECTION": "hist",
+        "USERFILES_RETRY_SECONDS": "12",
+        "USERFILES_MAJORITY_TIMEOUT_SECONDS": "3",
     }  # fmt: skip
     found = resolve(environ=env, cwd=tmp_path)
     assert (found.uri, found.db, found.migrations, found.server_timeout_seconds) == (
@@ -280,6 +283,11 @@ def test_every_setting_comes_from_the_environment_with_one_prefix(tmp_path: Path
         "never",
     )
     assert (engine.lock_lease_seconds, engine.lock_timeout_seconds, engine.lock_poll_seconds) == (30, 7, 0.25)
+    assert (engine.history_collection, engine.retry_seconds, engine.majority_timeout_seconds) == (
+        "hist",
+        12,
+        3,
+    )
     assert engine.migration_options == {
         "legacy_timezone": "Europe/Paris", "batch_size": 100, "allow_index_rebuild": True,
     }  # fmt: skip

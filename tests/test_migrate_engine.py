@@ -414,7 +414,7 @@ def test_history_command_and_reading_it_never_scans(strict_mongod: LocalMongod, 
         state = State(environ={"MONGODB_URI": strict_mongod.uri, "MONGODB_DB": db.name}, cwd=tmp_path)
         shown = CliRunner().invoke(cli, ["history"], obj=state, catch_exceptions=False)
         assert shown.exit_code == 0, shown.output
-        lines = shown.output.splitlines()
+        lines = shown.stdout.splitlines()  # the target line is on stderr
         assert len(lines) == 10
         assert "applied" in lines[2]
         assert f"run {run.run_id}" in lines[2]
@@ -424,7 +424,7 @@ def test_history_command_and_reading_it_never_scans(strict_mongod: LocalMongod, 
             cli, ["history", "--json", "--limit", "1"], obj=state, catch_exceptions=False
         )
         assert as_json.exit_code == 0, as_json.output
-        [last] = json.loads(as_json.output)["events"]
+        [last] = json.loads(as_json.stdout)["events"]
         assert (last["event"], last["command"], last["exit_code"], last["done"]) == (
             "run_finished", "down", 0, ["0002_second"]
         )  # fmt: skip

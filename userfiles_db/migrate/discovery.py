@@ -121,6 +121,9 @@ REVERSIBLE = True
 # Set to True to run the data writes and the changelog record in one transaction on replica sets
 # (pass session=current_session() to every write). Schema steps always run outside it.
 TRANSACTIONAL = False
+# Set to True once up() is safe to run again after an interruption (idempotent, like the steps):
+# the next `up` then resumes it by itself instead of exiting 6 for a person to look.
+RESUMABLE = False
 
 
 def up(db: Any) -> None:
