@@ -25,3 +25,14 @@ def test_the_library_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     exec(source, {"client": client})
     assert "size: must be at least 0, got -1" in capsys.readouterr().out
     assert client["chatgpt_discord_bot"]["user_files"].count_documents({}) == 0  # deleted at the end
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    root = Path(__file__).parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.name} -> {target}")
+    assert not broken, broken
