@@ -348,10 +348,12 @@ def cli(
 
     Settings: flags, then USERFILES_<NAME> environment variables (MONGODB_URI too), then
     migrate.yaml or [tool.userfiles_db] in pyproject.toml. Exit codes: 0 ok, 1 error, 2 usage or
-    configuration, 3 pending, 4 drift or invalid history, 5 lock wait timed out.
+    configuration, 3 pending, 4 drift or invalid history, 5 lock wait timed out, 6 a person must
+    look, 7 stopped by SIGTERM.
 
     Example: MONGODB_URI=mongodb://localhost:27017 %(prog)s up
     """
+    settings_module.forget_secrets()
     if ctx.obj is None:
         ctx.obj = State(uri, db_name, config, migrations, embedded=embedded)
     else:  # a State given by a test: flags still apply on top of it
@@ -613,6 +615,7 @@ def main() -> None:
 @click.version_option(package_name="userfiles_db", message="%(prog)s %(version)s")
 def tools() -> None:
     """userfiles_db's maintenance commands (python -m userfiles_db COMMAND)."""
+    settings_module.forget_secrets()
 
 
 @tools.command("sweep")

@@ -197,6 +197,12 @@ def _password(uri: str) -> str | None:
     return rest[:at].split(":", 1)[1]
 
 
+def forget_secrets() -> None:
+    """Start a new command: forget the passwords earlier commands of this process registered
+    (one process may run many, e.g. tests or a long-lived caller of the CLI)."""
+    _secrets.clear()
+
+
 def register_secret(uri: str) -> None:
     """Remember ``uri``'s password so that ``redact`` masks it wherever it appears later."""
     password = _password(uri)
@@ -528,6 +534,7 @@ __all__ = [
     "ci_requested",
     "describe_target",
     "env_name",
+    "forget_secrets",
     "new_migrations_dir",
     "read_config_file",
     "redact",
