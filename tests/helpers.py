@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pymongo import MongoClient
@@ -38,3 +42,20 @@ def save_many_in_process(uri: str, db_name: str, user_id: int, ids: list[int], l
 
 def aware(value: dt.datetime) -> bool:
     return value.tzinfo is not None and value.utcoffset() == dt.timedelta(0)
+
+
+@contextmanager
+def local_zone(name: str) -> Iterator[str]:
+    """The process's local zone set to ``name`` (``TZ`` + ``time.tzset``), restored afterwards:
+    the bot writes naive strings in it."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield name
+    finally:
+        if saved is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()

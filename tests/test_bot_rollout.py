@@ -10,8 +10,6 @@ naive local strings.
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from tests import helpers
 from tests.bot_calls import NewBot, OldBot
 from userfiles_db.local_server import LocalMongod
 from userfiles_db.migrate import EngineOptions, Runner, discover
@@ -35,15 +34,8 @@ EXPIRATION_HOURS = 48
 @pytest.fixture(params=["UTC", "America/New_York", "Asia/Tokyo"])
 def local_zone(request: pytest.FixtureRequest) -> Iterator[str]:
     """The bot process's local zone (TZ), as a container or host would set it."""
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = request.param
-    time.tzset()
-    yield request.param
-    if before is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = before
-    time.tzset()
+    with helpers.local_zone(request.param) as name:
+        yield name
 
 
 def migrate(db: Database[Any], zone: str, action: str, target: str | None = None) -> None:

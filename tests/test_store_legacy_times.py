@@ -8,14 +8,13 @@ them. Naive strings in the bot's writer dict are the calling process's local tim
 from __future__ import annotations
 
 import datetime as dt
-import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pymongo.database import Database
 
+from tests import helpers
 from tests.conftest import Backend, MovableClock
 from tests.migration_fixtures import legacy_record
 from userfiles_db import UserFiles
@@ -146,15 +145,8 @@ def test_store_and_migration_0002_read_tricky_strings_alike(real_db: Database[An
 @pytest.fixture
 def local_zone(request: pytest.FixtureRequest) -> Iterator[str]:
     """The process's local zone set to ``request.param`` (TZ + tzset), restored afterwards."""
-    saved = os.environ.get("TZ")
-    os.environ["TZ"] = request.param
-    time.tzset()
-    yield request.param
-    if saved is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = saved
-    time.tzset()
+    with helpers.local_zone(request.param) as name:
+        yield name
 
 
 @pytest.mark.parametrize("local_zone", ["America/New_York", "Asia/Tokyo"], indirect=True)
