@@ -76,6 +76,7 @@ def test_a_write_that_lands_after_the_bound_never_leaves_a_live_record_without_i
     root = tmp_path / "user_files"
     root.mkdir()
     name = "attack_frozen_upload"
+    admin: MongoClient[dict[str, Any]]
     with MongoClient(frozen_server.uri) as admin:
         admin.drop_database(name)
         create_collection(admin[name], load_schema())
@@ -102,6 +103,7 @@ def test_a_write_that_lands_after_the_bound_never_leaves_a_live_record_without_i
 
     data, error = asyncio.run(scenario())
     assert error is not None  # the upload is reported failed: fine, its outcome was unknown
+    check: MongoClient[dict[str, Any]]
     with MongoClient(frozen_server.uri) as check:
         deadline = time.monotonic() + PATIENT
         record = None
