@@ -86,3 +86,60 @@ async def test_the_contract_keeps_the_old_bots_files_live_in_the_bots_own_zone(
         assert uploaded["file_id"] in await stage4.code_interpreter_paths(7)
     finally:
         db.client.close()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Tokyo"])
+async def test_old_and_new_bots_upload_together_for_one_user_at_stage_1(
+    mongod: LocalMongod,
+    real_db: Database[Any],
+    tmp_path: Path,
+    zone: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stage 1-2: both versions upload for the same user at once, limits hit from both sides.
+    Afterwards every live record's file is on disk, both versions list the same files, and the
+    newest files stay."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    monkeypatch.setenv("MAX_FILES_PER_USER", "3")
+    monkeypatch.setenv("FILE_EXPIRATION_HOURS", "48")
+    monkeypatch.delenv("USERFILES_LEGACY_TIMEZONE", raising=False)
+    monkeypatch.setenv("USERFILES_WRITE_SHAPE", "legacy")
+    root = tmp_path / "user_files"
+    root.mkdir()
+    db = motor_db(mongod, real_db.name)
+    try:
+        migrate_cli(mongod, real_db.name, tmp_path, "up", "--to", "0001_create_user_files")
+        old = OldBot(db, root, max_files=3)
+        new = NewBot(db, root, max_files=3)
+        await old.startup()
+        await new.startup()
+        user = 31
+        for round_ in range(6):
+            results = await asyncio.gather(
+                *(old.upload(user, b"o" * (10 + n), f"old{round_}_{n}.csv") for n in range(2)),
+                *(new.upload(user, b"n" * (10 + n), f"new{round_}_{n}.csv") for n in range(2)),
+            )
+            assert all(r["success"] for r in results[:2]), results
+            for result in results[2:]:
+                # Four uploads at once over a limit of 3: the oldest may be evicted at once, and is
+                # then reported failed (the documented rule), its file and record gone.
+                assert result["success"] or "removed at once" in result["error"], result
+        raw = await db.user_files.find({"user_id": user}).to_list(None)
+        for record in raw:
+            assert Path(record["file_path"]).exists(), ("live record without its file", record)
+        # Nothing left behind either: every file on disk has its record (evicted ones removed).
+        assert {p.stem for p in (root / str(user)).iterdir()} == {r["file_id"] for r in raw}
+        seen_old = {f["file_id"] for f in await old.handler_get_user_files(user)}
+        seen_new = {f["file_id"] for f in await new.handler_get_user_files(user)}
+        assert seen_old == seen_new == {r["file_id"] for r in raw}
+        # One more upload by the new bot alone brings the user back within the limit.
+        last = await new.upload(user, b"last", "last.csv")
+        assert last["success"] and last["count"] <= 3, last
+        kept = {f["file_id"] for f in await old.handler_get_user_files(user)}
+        assert last["file_id"] in kept and len(kept) <= 3
+        on_disk = {p.stem for p in (root / str(user)).iterdir()}
+        assert kept <= on_disk
+    finally:
+        time.tzset()
+        db.client.close()
