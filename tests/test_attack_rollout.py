@@ -43,7 +43,7 @@ def motor_db(mongod: LocalMongod, name: str) -> Any:
 def migrate_cli(mongod: LocalMongod, db: str, cwd: Path, *args: str) -> None:
     """``userfiles-migrate ARGS`` in the bot's environment (the compose file's env_file): the
     bot's .env, nothing the guide does not ask for."""
-    environ = {"MONGODB_URI": mongod.uri, "MONGODB_DB": db, "TZ": os.environ["TZ"]}
+    environ = {"MONGODB_URI": mongod.uri, "MONGODB_DB": db, "TZ": os.environ.get("TZ", "UTC")}
     result = CliRunner().invoke(cli, list(args), obj=State(environ=environ, cwd=cwd))
     assert result.exit_code == 0, result.output
 
@@ -142,4 +142,59 @@ async def test_old_and_new_bots_upload_together_for_one_user_at_stage_1(
         assert kept <= on_disk
     finally:
         time.tzset()
+        db.client.close()
+
+
+async def test_the_rollback_down_while_the_new_bot_writes_leaves_nothing_the_old_bot_cannot_see(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R1 then R2: the new bot, switched back to legacy writes, keeps uploading while
+    ``down --to 0001`` runs; afterwards the old bot sees every record."""
+    monkeypatch.setenv("MAX_FILES_PER_USER", "50")
+    monkeypatch.setenv("FILE_EXPIRATION_HOURS", "48")
+    monkeypatch.delenv("USERFILES_LEGACY_TIMEZONE", raising=False)
+    root = tmp_path / "user_files"
+    root.mkdir()
+    db = motor_db(mongod, real_db.name)
+    try:
+        migrate_cli(mongod, real_db.name, tmp_path, "up")
+        monkeypatch.setenv("USERFILES_WRITE_SHAPE", "canonical")
+        canonical = NewBot(db, root, max_files=50)
+        await canonical.startup()
+        for n in range(5):
+            assert (await canonical.upload(n, b"c", f"c{n}.csv"))["success"]
+        monkeypatch.setenv("USERFILES_WRITE_SHAPE", "legacy")
+        new = NewBot(db, root, max_files=50)
+        await new.startup()
+        stop = asyncio.Event()
+
+        async def keep_uploading() -> list[str]:
+            saved = []
+            n = 0
+            while not stop.is_set() or n < 5:
+                result = await new.upload(100 + n % 7, b"l" * 10, f"l{n}.csv")
+                assert result["success"], result
+                saved.append(str(result["file_id"]))
+                n += 1
+            return saved
+
+        writer = asyncio.ensure_future(keep_uploading())
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(
+            migrate_cli, mongod, real_db.name, tmp_path, "down", "--to", "0001_create_user_files"
+        )
+        stop.set()
+        saved = await writer
+        old = OldBot(db, root, max_files=50)
+        await old.startup()
+        raw = await db.user_files.find({}).to_list(None)
+        not_legacy = [
+            r["file_id"] for r in raw if not isinstance(r.get("expires_at"), str) or "uploaded_at" not in r
+        ]
+        assert not_legacy == [], f"{len(not_legacy)} of {len(raw)} records the old bot cannot read"
+        for user in {*range(5), *range(100, 107)}:
+            seen = {f["file_id"] for f in await old.handler_get_user_files(user)}
+            assert {r["file_id"] for r in raw if r["user_id"] == user} == seen
+        assert set(saved) <= {r["file_id"] for r in raw}
+    finally:
         db.client.close()
