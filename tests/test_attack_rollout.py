@@ -135,9 +135,11 @@ async def test_old_and_new_bots_upload_together_for_one_user_at_stage_1(
         assert seen_old == seen_new == {r["file_id"] for r in raw}
         # One more upload by the new bot alone brings the user back within the limit.
         last = await new.upload(user, b"last", "last.csv")
-        assert last["success"] and last["count"] <= 3, last
+        assert last["success"], last
+        assert last["count"] <= 3, last
         kept = {f["file_id"] for f in await old.handler_get_user_files(user)}
-        assert last["file_id"] in kept and len(kept) <= 3
+        assert last["file_id"] in kept
+        assert len(kept) <= 3
         on_disk = {p.stem for p in (root / str(user)).iterdir()}
         assert kept <= on_disk
     finally:
