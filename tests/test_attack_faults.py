@@ -115,3 +115,50 @@ def test_a_write_that_lands_after_the_bound_never_leaves_a_live_record_without_i
         # Either the record never lands, or its file is still there.
         if record is not None:
             assert Path(data["file_path"]).exists(), "a live record whose file the failed upload removed"
+
+
+TIMED_BOUND = 3.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "attack1: with the server frozen, add_user_file waits one bound for the save and a second "
+        "for claimed_paths in _discard_upload: the upload answers after twice USERFILES_TIMEOUT_SECONDS"
+    ),
+)
+def test_an_upload_on_a_frozen_server_answers_within_the_bound(
+    frozen_server: LocalMongod, tmp_path: Path
+) -> None:
+    root = tmp_path / "user_files"
+    root.mkdir()
+    name = "attack_frozen_bound"
+    admin: MongoClient[dict[str, Any]]
+    with MongoClient(frozen_server.uri) as admin:
+        admin.drop_database(name)
+        create_collection(admin[name], load_schema())
+    assert frozen_server.process is not None
+    pid = frozen_server.process.pid
+
+    async def scenario() -> float:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(frozen_server.uri)
+        try:
+            handler = Handler(client[name], root, TIMED_BOUND)
+            await handler.add_user_file(upload(root, 0))  # warm: connected, index checked
+            data = upload(root, 1)
+            os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                with pytest.raises(DatabaseUnavailable):
+                    await handler.add_user_file(data)
+                return time.monotonic() - started
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        finally:
+            await client.close()
+
+    elapsed = asyncio.run(scenario())
+    # Generous: half a bound of slack on a loaded machine; twice the bound is the defect.
+    assert elapsed < 1.5 * TIMED_BOUND, (
+        f"add_user_file answered after {elapsed:.1f} s (bound {TIMED_BOUND} s)"
+    )
