@@ -61,9 +61,15 @@ def local_zone_name(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _local_string(value: Any) -> Any:
-    """An aware datetime as the bot writes one: ``isoformat()`` of naive local time."""
+    """An aware datetime as the bot writes one: ``isoformat()`` of naive local time. A date at the
+    datetime limits whose local time is outside years 1-9999 (e.g. 9999-12-31 east of UTC) is
+    given in UTC instead of failing the whole read."""
     if isinstance(value, dt.datetime):
-        return value.astimezone().replace(tzinfo=None).isoformat()
+        try:
+            local = value.astimezone()
+        except (OverflowError, ValueError):
+            local = value
+        return local.replace(tzinfo=None).isoformat()
     return value
 
 

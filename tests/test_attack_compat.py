@@ -1,0 +1,75 @@
+"""Adversarial tests (helper attack1): the mixin's bot view at the edges of time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.database import Database
+
+from userfiles_db.clock import UTC
+from userfiles_db.compat import UserFilesMixin
+from userfiles_db.local_server import LocalMongod
+
+USER = 61
+
+
+class Handler(UserFilesMixin):
+    def __init__(self, db: Any, root: Path) -> None:
+        self.db = db
+        self.user_files_root = root
+        self.user_files_options = {"legacy_timezone": "UTC"}
+        self.init_user_files()
+
+
+@pytest.fixture
+def zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("zone", "field", "value"),
+    [
+        # "never", spelled as the largest date some callers use: east of UTC its local time is
+        # past year 9999.
+        ("Asia/Tokyo", "expires_at", dt.datetime(9999, 12, 31, 20, tzinfo=UTC)),
+        # The smallest date west of UTC: its local time is before year 1.
+        ("America/New_York", "created_at", dt.datetime(1, 1, 1, 1, tzinfo=UTC)),
+    ],
+    indirect=["zone"],
+)
+def test_a_record_at_the_datetime_limits_is_listed_not_a_crash(
+    mongod: LocalMongod, real_user_files_db: Database[Any], tmp_path: Path, zone: str, field: str, value: Any
+) -> None:
+    """The store accepts these dates (BSON holds them); the mixin's bot view turned them into
+    local time and raised OverflowError, so /files and the code interpreter failed for the user."""
+    data = {
+        "file_id": f"{USER}_edge", "user_id": USER, "filename": "edge.csv", "file_type": "csv",
+        "file_path": str(tmp_path / "edge.csv"), "size": 1, "expires_at": None, field: value,
+    }  # fmt: skip
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.uri)
+        try:
+            handler = Handler(client[real_user_files_db.name], tmp_path)
+            await handler.save_user_file(data)
+            return await handler.list_user_files(USER), await handler.get_user_file(data["file_id"], USER)
+        finally:
+            await client.close()
+
+    listed, one = asyncio.run(scenario())
+    assert [r["file_id"] for r in listed] == [data["file_id"]]
+    assert one is not None
+    shown = "uploaded_at" if field == "created_at" else field
+    assert isinstance(one[shown], str)
+    dt.datetime.fromisoformat(one[shown])  # what /files parses
