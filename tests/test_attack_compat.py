@@ -73,3 +73,30 @@ def test_a_record_at_the_datetime_limits_is_listed_not_a_crash(
     shown = "uploaded_at" if field == "created_at" else field
     assert isinstance(one[shown], str)
     dt.datetime.fromisoformat(one[shown])  # what /files parses
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "attack1: USERFILES_TIMEOUT_SECONDS only has to be > 0; a value no round trip can meet "
+        "(1e-6) is accepted at start-up and then every call fails with DatabaseUnavailable"
+    ),
+)
+def test_a_time_bound_no_call_can_meet_stops_the_bot_at_start_up(
+    mongod: LocalMongod, real_user_files_db: Database[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from userfiles_db.errors import ConfigurationError, DatabaseUnavailable
+
+    monkeypatch.setenv("USERFILES_TIMEOUT_SECONDS", "1e-6")
+
+    async def scenario() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.uri)
+        try:
+            handler = Handler(client[real_user_files_db.name], tmp_path)  # init_user_files()
+            with pytest.raises(DatabaseUnavailable):
+                await handler.list_user_files(USER)  # ... and so does every call
+        finally:
+            await client.close()
+
+    with pytest.raises(ConfigurationError):
+        asyncio.run(scenario())
