@@ -21,10 +21,10 @@ USER = 61
 
 
 class Handler(UserFilesMixin):
-    def __init__(self, db: Any, root: Path) -> None:
+    def __init__(self, db: Any, root: Path, **options: Any) -> None:
         self.db = db
         self.user_files_root = root
-        self.user_files_options = {"legacy_timezone": "UTC"}
+        self.user_files_options = {"legacy_timezone": "UTC", **options}
         self.init_user_files()
 
 
@@ -100,3 +100,50 @@ def test_a_time_bound_no_call_can_meet_stops_the_bot_at_start_up(
 
     with pytest.raises(ConfigurationError):
         asyncio.run(scenario())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "attack1: the bot's writer dict carries naive local strings of 'now'; in the repeated hour "
+        "of a DST fall-back the store reads an upload made in the first pass as the later instant, "
+        "so an upload made 20 minutes after it sorts as older and is evicted at once (reported failed)"
+    ),
+)
+@pytest.mark.parametrize("zone", ["America/New_York"], indirect=True)
+def test_the_newest_upload_stays_across_the_dst_fall_back(
+    mongod: LocalMongod, real_user_files_db: Database[Any], tmp_path: Path, zone: str
+) -> None:
+    # 2026-11-01 in New York: 01:00-02:00 is shown twice (EDT, then EST).
+    first_pass = dt.datetime(2026, 11, 1, 5, 50, tzinfo=UTC)  # 01:50 EDT
+    second_pass = dt.datetime(2026, 11, 1, 6, 10, tzinfo=UTC)  # 01:10 EST, 20 minutes later
+    now = [first_pass]
+
+    def writer_dict(n: int, at: dt.datetime) -> dict[str, Any]:
+        local = at.astimezone().replace(tzinfo=None)  # datetime.now() in the bot's process
+        path = tmp_path / str(USER) / f"{USER}_{int(at.timestamp())}_{n:08x}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        return {
+            "file_id": path.stem, "user_id": USER, "filename": f"f{n}.csv", "file_path": str(path),
+            "file_size": 1, "file_type": "csv", "uploaded_at": local.isoformat(),
+            "expires_at": (local + dt.timedelta(hours=48)).isoformat(),
+        }  # fmt: skip
+
+    async def scenario() -> list[str]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.uri)
+        try:
+            handler = Handler(
+                client[real_user_files_db.name], tmp_path, max_files_per_user=1, clock=lambda: now[0]
+            )
+            older = writer_dict(1, first_pass)
+            await handler.add_user_file(older)
+            now[0] = second_pass
+            newer = writer_dict(2, second_pass)
+            await handler.add_user_file(newer)  # the user's newest upload: kept
+            return [r["file_id"] for r in await handler.list_user_files(USER)]
+        finally:
+            await client.close()
+
+    kept = asyncio.run(scenario())
+    assert kept == [f"{USER}_{int(second_pass.timestamp())}_00000002"]
