@@ -102,18 +102,13 @@ def test_a_time_bound_no_call_can_meet_stops_the_bot_at_start_up(
         asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "attack1: the bot's writer dict carries naive local strings of 'now'; in the repeated hour "
-        "of a DST fall-back the store reads an upload made in the first pass as the later instant, "
-        "so an upload made 20 minutes after it sorts as older and is evicted at once (reported failed)"
-    ),
-)
 @pytest.mark.parametrize("zone", ["America/New_York"], indirect=True)
 def test_the_newest_upload_stays_across_the_dst_fall_back(
     mongod: LocalMongod, real_user_files_db: Database[Any], tmp_path: Path, zone: str
 ) -> None:
+    """The bot's writer dict carries naive local strings of "now"; in the repeated hour of a DST
+    fall-back the store read an upload made in the first pass as the later instant, so an upload
+    made 20 minutes after it sorted as older and was evicted at once (reported failed)."""
     # 2026-11-01 in New York: 01:00-02:00 is shown twice (EDT, then EST).
     first_pass = dt.datetime(2026, 11, 1, 5, 50, tzinfo=UTC)  # 01:50 EDT
     second_pass = dt.datetime(2026, 11, 1, 6, 10, tzinfo=UTC)  # 01:10 EST, 20 minutes later
