@@ -40,10 +40,10 @@ def motor_db(mongod: LocalMongod, name: str) -> Any:
     return AsyncIOMotorClient(mongod.uri)[name]
 
 
-def migrate_cli(mongod: LocalMongod, db: str, cwd: Path, *args: str) -> None:
+def migrate_cli(mongod: LocalMongod, db: str, cwd: Path, *args: str, **env: str) -> None:
     """``userfiles-migrate ARGS`` in the bot's environment (the compose file's env_file): the
     bot's .env, nothing the guide does not ask for."""
-    environ = {"MONGODB_URI": mongod.uri, "MONGODB_DB": db, "TZ": os.environ.get("TZ", "UTC")}
+    environ = {"MONGODB_URI": mongod.uri, "MONGODB_DB": db, "TZ": os.environ.get("TZ", "UTC"), **env}
     result = CliRunner().invoke(cli, list(args), obj=State(environ=environ, cwd=cwd))
     assert result.exit_code == 0, result.output
 
@@ -198,5 +198,48 @@ async def test_the_rollback_down_while_the_new_bot_writes_leaves_nothing_the_old
             seen = {f["file_id"] for f in await old.handler_get_user_files(user)}
             assert {r["file_id"] for r in raw if r["user_id"] == user} == seen
         assert set(saved) <= {r["file_id"] for r in raw}
+    finally:
+        db.client.close()
+
+
+async def test_the_contract_up_while_new_bots_upload_over_the_limit(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stage 4 run while canonical new bots upload for users the old bot filled to the limit:
+    the limit holds, every live record has its file and nothing is left behind."""
+    monkeypatch.setenv("MAX_FILES_PER_USER", "3")
+    monkeypatch.setenv("FILE_EXPIRATION_HOURS", "48")
+    monkeypatch.delenv("USERFILES_LEGACY_TIMEZONE", raising=False)
+    root = tmp_path / "user_files"
+    root.mkdir()
+    db = motor_db(mongod, real_db.name)
+    users = range(200, 212)
+    try:
+        migrate_cli(mongod, real_db.name, tmp_path, "up", "--to", "0001_create_user_files")
+        old = OldBot(db, root, max_files=3)
+        await old.startup()
+        for user in users:
+            for n in range(3):
+                assert (await old.upload(user, b"o", f"old{n}.csv"))["success"]
+        monkeypatch.setenv("USERFILES_WRITE_SHAPE", "canonical")
+        new = NewBot(db, root, max_files=3)
+        await new.startup()
+
+        async def uploads() -> None:
+            for n in range(4):
+                results = await asyncio.gather(*(new.upload(u, b"n", f"new{n}.csv") for u in users))
+                for result in results:
+                    assert result["success"] or "removed at once" in result["error"], result
+
+        def contract() -> None:
+            migrate_cli(mongod, real_db.name, tmp_path, "up", USERFILES_BATCH_SIZE="5")
+
+        await asyncio.gather(uploads(), asyncio.to_thread(contract))
+        await uploads()  # after the contract, each user once more
+        for user in users:
+            raw = await db.user_files.find({"user_id": user}).to_list(None)
+            assert len(raw) == 3, (user, [r["file_id"] for r in raw])
+            assert all(not isinstance(r["expires_at"], str) for r in raw)
+            assert {p.stem for p in (root / str(user)).iterdir()} == {r["file_id"] for r in raw}
     finally:
         db.client.close()
