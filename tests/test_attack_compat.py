@@ -142,3 +142,62 @@ def test_the_newest_upload_stays_across_the_dst_fall_back(
 
     kept = asyncio.run(scenario())
     assert kept == [f"{USER}_{int(second_pass.timestamp())}_00000002"]
+
+
+@pytest.mark.parametrize(
+    "zone",
+    # TZ forms the C library (and so the old bot's datetime.now()) honours, but that are not
+    # IANA keys: a POSIX rule with DST, one without, and a path to a zone file.
+    ["CET-1CEST,M3.5.0,M10.5.0/3", "<+03>-3", "/usr/share/zoneinfo/Asia/Tokyo"],
+    indirect=True,
+)
+def test_an_expired_record_of_the_old_bot_is_never_returned_whatever_the_tz_spelling(
+    mongod: LocalMongod, real_user_files_db: Database[Any], tmp_path: Path, zone: str
+) -> None:
+    """The mixin read the old bot's naive strings in ``local_zone_name()``, which fell back to UTC
+    for these TZ values while the process's local time is east of UTC: a file the old bot sees as
+    expired 30 minutes ago was returned as live. Now the zone file's path is understood, and a TZ
+    the store cannot name stops the bot at start-up (set USERFILES_LEGACY_TIMEZONE)."""
+    from userfiles_db.errors import ConfigurationError
+
+    if zone.startswith("/") and not Path(zone).exists():
+        pytest.skip(f"no {zone} on this machine")
+    expired_local = (dt.datetime.now() - dt.timedelta(minutes=30)).isoformat()  # the old bot's clock
+    real_user_files_db["user_files"].delete_many({})
+    real_user_files_db.client.get_database(real_user_files_db.name).command(
+        "collMod", "user_files", validationAction="warn"
+    )
+    real_user_files_db["user_files"].insert_one(
+        {
+            "file_id": f"{USER}_old",
+            "user_id": USER,
+            "filename": "old.csv",
+            "file_type": "csv",
+            "file_path": str(tmp_path / "old.csv"),
+            "file_size": 1,
+            "uploaded_at": (dt.datetime.now() - dt.timedelta(hours=50)).isoformat(),
+            "expires_at": expired_local,
+        }
+    )
+
+    async def scenario() -> list[dict[str, Any]] | None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongod.uri)
+        try:
+
+            class BotHandler(UserFilesMixin):  # the bot's handler: no options, the defaults
+                def __init__(self) -> None:
+                    self.db = client[real_user_files_db.name]
+                    self.user_files_root = tmp_path
+                    self.init_user_files()
+
+            try:
+                handler = BotHandler()
+            except ConfigurationError as exc:
+                assert "USERFILES_LEGACY_TIMEZONE" in str(exc)
+                return None
+            return await handler.list_user_files(USER)
+        finally:
+            await client.close()
+
+    listed = asyncio.run(scenario())
+    assert not listed, f"returned a record that expired 30 minutes ago (TZ={zone!r})"

@@ -143,8 +143,9 @@ async def test_old_and_new_bots_upload_together_for_one_user_at_stage_1(
         on_disk = {p.stem for p in (root / str(user)).iterdir()}
         assert kept <= on_disk
     finally:
-        time.tzset()
         db.client.close()
+        monkeypatch.undo()  # TZ back first, then the C library's local time with it
+        time.tzset()
 
 
 async def test_the_rollback_down_while_the_new_bot_writes_leaves_nothing_the_old_bot_cannot_see(

@@ -45,6 +45,8 @@ def local_zone_name(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     name = env.get("TZ", "").lstrip(":")
     candidates = [name] if name else []
+    if "zoneinfo/" in name:  # TZ=/usr/share/zoneinfo/Europe/Berlin, a zone file's path
+        candidates.append(name.split("zoneinfo/", 1)[1])
     try:
         target = os.readlink("/etc/localtime")
     except OSError:
@@ -58,6 +60,34 @@ def local_zone_name(environ: Mapping[str, str] | None = None) -> str:
             continue
         return candidate
     return "UTC"
+
+
+def _differs_from_local_time(name: str) -> bool:
+    """Whether zone ``name`` gives other UTC offsets than this process's local time (the C
+    library's reading of ``$TZ``, which the old bot's ``datetime.now()`` uses): in January, July
+    and now."""
+    zone: dt.tzinfo = dt.timezone.utc if name.upper() == "UTC" else zoneinfo.ZoneInfo(name)
+    now = dt.datetime.now(dt.timezone.utc)
+    probes = [now, now.replace(month=1, day=15, hour=12), now.replace(month=7, day=15, hour=12)]
+    return any(p.astimezone().utcoffset() != p.astimezone(zone).utcoffset() for p in probes)
+
+
+def default_legacy_timezone() -> str:
+    """The zone of the old bot's stored naive strings when nothing names it:
+    ``$USERFILES_LEGACY_TIMEZONE``, else this process's local zone (``local_zone_name``). Raises
+    ``ConfigurationError`` when ``$TZ`` is a form the store cannot name (a POSIX rule such as
+    ``CET-1CEST,M3.5.0,M10.5.0/3``) and the fallback would read those strings at other offsets."""
+    name = os.environ.get(LEGACY_TIMEZONE_ENV)
+    if name:
+        return name
+    name = local_zone_name()
+    if _differs_from_local_time(name):
+        raise ConfigurationError(
+            f"this process's local time (TZ={os.environ.get('TZ', '')!r}) is not a timezone name the "
+            f"store can read the old bot's naive dates in; set {LEGACY_TIMEZONE_ENV} to its IANA "
+            "name (e.g. Europe/Berlin)"
+        )
+    return name
 
 
 def _local_string(value: Any) -> Any:
@@ -122,7 +152,7 @@ class UserFilesMixin:
         if store is None:
             options = dict(self.user_files_options)
             if "legacy_timezone" not in options:
-                options["legacy_timezone"] = os.environ.get(LEGACY_TIMEZONE_ENV) or local_zone_name()
+                options["legacy_timezone"] = default_legacy_timezone()
             store = AsyncUserFiles(self.db, collection=self.user_files_collection, **options)
             self.__dict__["_user_files_store"] = store
         return store
