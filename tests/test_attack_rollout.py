@@ -244,3 +244,50 @@ async def test_the_contract_up_while_new_bots_upload_over_the_limit(
             assert {p.stem for p in (root / str(user)).iterdir()} == {r["file_id"] for r in raw}
     finally:
         db.client.close()
+
+
+async def test_files_that_never_expire_through_the_rollout_and_the_sweep(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FILE_EXPIRATION_HOURS=-1 on both versions: each sees the other's files ("Never"), they stay
+    live through the contract, and the sweep keeps them; FileManager.delete_file(file_id, None)
+    (the patch's caller without a user) removes the record, then the file."""
+    from userfiles_db.disk import sweep
+
+    monkeypatch.setenv("FILE_EXPIRATION_HOURS", "-1")
+    monkeypatch.delenv("USERFILES_LEGACY_TIMEZONE", raising=False)
+    monkeypatch.setenv("USERFILES_WRITE_SHAPE", "legacy")
+    root = tmp_path / "user_files"
+    root.mkdir()
+    db = motor_db(mongod, real_db.name)
+    try:
+        migrate_cli(mongod, real_db.name, tmp_path, "up", "--to", "0001_create_user_files")
+        old = OldBot(db, root, expiration_hours=-1)
+        new = NewBot(db, root, expiration_hours=-1)
+        await old.startup()
+        await new.startup()
+        ids = []
+        for bot in (old, new):
+            result = await bot.upload(5, b"a,b\n", f"{bot.version}.csv")
+            assert result["success"], result
+            ids.append(result["file_id"])
+        for bot in (old, new):
+            rows = await bot.files_command(5)
+            assert isinstance(rows, list)
+            assert sorted(r[3] for r in rows) == ["Never", "Never"], (bot.version, rows)
+            assert set(ids) <= set(await bot.code_interpreter_paths(5))
+        monkeypatch.setenv("USERFILES_WRITE_SHAPE", "canonical")
+        migrate_cli(mongod, real_db.name, tmp_path, "up")
+        after = NewBot(db, root, expiration_hours=-1)
+        await after.startup()
+        assert set(ids) <= set(await after.code_interpreter_paths(5))
+        report = sweep(real_db, root, grace_seconds=0)
+        assert report.removed_files == []
+        assert await after.h.remove_user_file(ids[0], None) == {
+            "success": True,
+            "message": "Deleted file: old.csv",
+        }
+        assert not any(p.stem == ids[0] for p in (root / "5").iterdir())
+        assert await after.get_file(ids[0]) is None
+    finally:
+        db.client.close()
