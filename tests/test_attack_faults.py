@@ -1,9 +1,10 @@
 """Adversarial tests (helper attack1): the upload writer against a frozen server.
 
 The mixin's ``add_user_file`` promises: an upload whose record was not saved is reported failed
-and its file removed; and files are never removed from under a live record. A server frozen with
-SIGSTOP while the save's write is in flight receives the write, and runs it once resumed: the
-client's time bound only stops the client from waiting.
+and its file removed; files are never removed from under a live record; every call answers
+within the bound. A server frozen with SIGSTOP while the save's write is in flight receives the
+write, and runs it once resumed: the client's time bound only stops the client from waiting. So
+when the database did not answer, the file is kept (the sweep removes it if no record claims it).
 """
 
 from __future__ import annotations
@@ -63,13 +64,6 @@ def upload(root: Path, n: int) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "attack1: add_user_file removes the file after a timed-out write whose outcome is unknown; "
-        "the frozen server runs the write once resumed, leaving a live record without its file"
-    ),
-)
 def test_a_write_that_lands_after_the_bound_never_leaves_a_live_record_without_its_file(
     frozen_server: LocalMongod, tmp_path: Path
 ) -> None:
@@ -101,8 +95,10 @@ def test_a_write_that_lands_after_the_bound_never_leaves_a_live_record_without_i
         finally:
             await client.close()
 
+    # Before the fix, add_user_file removed the file after the timed-out write, and the frozen
+    # server ran the write once resumed: a live record without its file.
     data, error = asyncio.run(scenario())
-    assert error is not None  # the upload is reported failed: fine, its outcome was unknown
+    assert error is not None  # the upload is reported failed: its outcome was unknown
     check: MongoClient[dict[str, Any]]
     with MongoClient(frozen_server.uri) as check:
         deadline = time.monotonic() + PATIENT
@@ -120,13 +116,6 @@ def test_a_write_that_lands_after_the_bound_never_leaves_a_live_record_without_i
 TIMED_BOUND = 3.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "attack1: with the server frozen, add_user_file waits one bound for the save and a second "
-        "for claimed_paths in _discard_upload: the upload answers after twice USERFILES_TIMEOUT_SECONDS"
-    ),
-)
 def test_an_upload_on_a_frozen_server_answers_within_the_bound(
     frozen_server: LocalMongod, tmp_path: Path
 ) -> None:
@@ -157,6 +146,7 @@ def test_an_upload_on_a_frozen_server_answers_within_the_bound(
         finally:
             await client.close()
 
+    # Before the fix, _discard_upload asked claimed_paths after the failed save: a second bound.
     elapsed = asyncio.run(scenario())
     # Generous: half a bound of slack on a loaded machine; twice the bound is the defect.
     assert elapsed < 1.5 * TIMED_BOUND, (

@@ -11,7 +11,8 @@ The bot's ``DatabaseHandler`` keeps its async database in ``self.db`` (Motor or
 - one argument order everywhere: ``(file_id, user_id)``, as the bot's functions take them;
 - failures that reach the user: nothing is swallowed. Reads and the seed's methods raise; the
   delete and reset methods return ``success: False`` with an error that says the database is
-  unavailable; an upload whose record was not saved raises after removing the file just written.
+  unavailable; an upload whose record was not saved raises after removing the file just written
+  (kept when the database did not answer in time: the record may still land; the sweep decides).
 
 Files of evicted and deleted records are removed from disk only inside ``user_files_root`` and only
 when no live record of the user still refers to them (two records may share a path).
@@ -27,8 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pymongo.errors import ServerSelectionTimeoutError
+
 from userfiles_db.disk import remove_record_files
-from userfiles_db.errors import ConfigurationError, SaveIncomplete, UserFilesError
+from userfiles_db.errors import ConfigurationError, DatabaseUnavailable, SaveIncomplete, UserFilesError
 from userfiles_db.store import AsyncUserFiles
 
 logger = logging.getLogger("userfiles_db.compat")
@@ -225,7 +228,9 @@ class UserFilesMixin:
         Raises if the record was not saved, after removing the file just written (it has no record
         and never will), so the caller reports a failed upload; also if the record was evicted at
         once (older than the user's newest files up to the limit). ``ConfigurationError`` for a bad
-        origin. A cancelled call leaves the file: the sweep removes it if no record claims it.
+        origin. A cancelled call leaves the file: the sweep removes it if no record claims it; so
+        does a save the database did not answer in time (``DatabaseUnavailable`` after a call was
+        sent), whose record may still be written.
         """
         data = dict(metadata)
         if origin is not None:
@@ -241,9 +246,9 @@ class UserFilesMixin:
             # The record is saved; evicting older ones was cut short. The next save finishes it.
             logger.warning("upload %r saved, eviction interrupted: %s", data.get("file_id"), incomplete)
             evicted = list(incomplete.evicted)
-        except Exception:
+        except Exception as exc:
             if new_file:
-                await self._discard_upload(data)
+                await self._discard_upload(data, exc)
             raise
         await self._remove_files(evicted)
         if any(r.get("file_id") == data.get("file_id") for r in evicted):
@@ -253,15 +258,30 @@ class UserFilesMixin:
             )
         return [bot_view(r) for r in evicted]
 
-    async def _discard_upload(self, data: Mapping[str, Any]) -> None:
+    async def _discard_upload(self, data: Mapping[str, Any], error: Exception) -> None:
         if self.user_files_root is None or not isinstance(data.get("file_path"), str):
             return
-        try:
-            claimed = await self.user_files.claimed_paths(data["user_id"], [data["file_path"]])
-        except Exception:
-            # The database cannot say (it is why the save failed): the bot's upload path is new by
-            # construction (<file_id><ext>, file_id unique per upload), so nothing else uses it.
-            claimed = set()
+        if isinstance(error, DatabaseUnavailable):
+            if not isinstance(error.__cause__, ServerSelectionTimeoutError):
+                # A call was sent and its answer did not come in time: the server may still write
+                # the record (a frozen server runs it once resumed). Keep the file; the sweep
+                # removes it after its grace period if no record claims it.
+                logger.warning(
+                    "upload %r: the database did not answer; kept its file in case the record was "
+                    "written (the sweep removes it otherwise)",
+                    data.get("file_id"),
+                )
+                return
+            # No server was reached, so nothing was written; asking which paths are claimed would
+            # wait another bound. The bot's upload path is new by construction (<file_id><ext>).
+            claimed: set[str] = set()
+        else:
+            try:
+                claimed = await self.user_files.claimed_paths(data["user_id"], [data["file_path"]])
+            except Exception:
+                # The database cannot say: the bot's upload path is new by construction
+                # (<file_id><ext>, file_id unique per upload), so nothing else uses it.
+                claimed = set()
         if data["file_path"] not in claimed:
             try:
                 remove_record_files(self.user_files_root, [data])
