@@ -2,7 +2,8 @@
 
 docs/bot-integration.md: a deleted or evicted record's file is removed "unless another live record
 uses the same path". The sweep reads paths as files (``..`` applied, symlinked directories inside
-the root followed when claiming); the mixin compares the ``file_path`` strings.
+the root followed when claiming); the mixin compared the ``file_path`` strings, and removed the
+file of a live record that names it in another spelling. It now compares the files they name.
 """
 
 from __future__ import annotations
@@ -46,13 +47,6 @@ SPELLINGS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "attack1: UserFilesMixin._remove_files asks claimed_paths for the exact file_path string; "
-        "a live record naming the same file in another spelling does not keep it (the sweep does)"
-    ),
-)
 @pytest.mark.parametrize("spelling", sorted(SPELLINGS))
 def test_deleting_one_record_keeps_the_file_another_live_record_names_differently(
     mongod: LocalMongod, real_user_files_db: Database[Any], tmp_path: Path, spelling: str

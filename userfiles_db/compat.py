@@ -15,7 +15,8 @@ The bot's ``DatabaseHandler`` keeps its async database in ``self.db`` (Motor or
   (kept when the database did not answer in time: the record may still land; the sweep decides).
 
 Files of evicted and deleted records are removed from disk only inside ``user_files_root`` and only
-when no live record of the user still refers to them (two records may share a path).
+when no live record of the user still names the same file (two records may share a path, in
+any spelling).
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ def local_zone_name(environ: Mapping[str, str] | None = None) -> str:
             continue
         return candidate
     return "UTC"
+
+
+def _file_key(path: str) -> str:
+    """The file a record's path names, for "is it still in use": normalised, symlinks resolved
+    (only ever used to keep a file, never to reach one)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
 
 
 def _differs_from_local_time(name: str) -> bool:
@@ -162,28 +172,26 @@ class UserFilesMixin:
 
     async def _remove_files(self, records: list[dict[str, Any]]) -> list[str]:
         """Remove the files of ``records`` (gone from the database) unless a live record of the
-        same user still refers to the path; inside the root only. Never raises: a file left
-        behind is found by the sweep."""
+        same user still refers to the same file, in whatever spelling (``//``, ``.``, ``..``, a
+        symlinked directory); inside the root only. Never raises: a file left behind is found by
+        the sweep."""
         if self.user_files_root is None or not records:
             return []
-        users: dict[Any, list[str]] = {}
+        users: dict[Any, list[dict[str, Any]]] = {}
         for record in records:
             if isinstance(record.get("file_path"), str):
-                users.setdefault(record.get("user_id"), []).append(record["file_path"])
+                users.setdefault(record.get("user_id"), []).append(record)
+        doomed: list[dict[str, Any]] = []
         try:
-            claimed = {
-                (user_id, path)
-                for user_id, paths in users.items()
-                for path in await self.user_files.claimed_paths(user_id, paths)
-            }
+            for user_id, mine in users.items():
+                live = await self.user_files.get_user_files(user_id)
+                claimed = {_file_key(r["file_path"]) for r in live if isinstance(r.get("file_path"), str)}
+                doomed += [r for r in mine if _file_key(r["file_path"]) not in claimed]
         except Exception:
             logger.exception("could not check which of %d file(s) are still in use; kept them", len(records))
             return []
         try:
-            return remove_record_files(
-                self.user_files_root,
-                [r for r in records if (r.get("user_id"), r.get("file_path")) not in claimed],
-            )
+            return remove_record_files(self.user_files_root, doomed)
         except Exception:
             logger.exception("removing the files of %d deleted record(s) failed", len(records))
             return []
