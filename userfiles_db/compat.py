@@ -11,10 +11,12 @@ The bot's ``DatabaseHandler`` keeps its async database in ``self.db`` (Motor or
 - one argument order everywhere: ``(file_id, user_id)``, as the bot's functions take them;
 - failures that reach the user: nothing is swallowed. Reads and the seed's methods raise; the
   delete and reset methods return ``success: False`` with an error that says the database is
-  unavailable; an upload whose record was not saved raises after removing the file just written.
+  unavailable; an upload whose record was not saved raises after removing the file just written
+  (kept when the database did not answer in time: the record may still land; the sweep decides).
 
 Files of evicted and deleted records are removed from disk only inside ``user_files_root`` and only
-when no live record of the user still refers to them (two records may share a path).
+when no live record of the user still names the same file (two records may share a path, in
+any spelling).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pymongo.errors import ServerSelectionTimeoutError
+
 from userfiles_db.disk import remove_record_files
-from userfiles_db.errors import ConfigurationError, SaveIncomplete, UserFilesError
+from userfiles_db.errors import ConfigurationError, DatabaseUnavailable, SaveIncomplete, UserFilesError
 from userfiles_db.store import AsyncUserFiles
 
 logger = logging.getLogger("userfiles_db.compat")
@@ -45,6 +49,8 @@ def local_zone_name(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     name = env.get("TZ", "").lstrip(":")
     candidates = [name] if name else []
+    if "zoneinfo/" in name:  # TZ=/usr/share/zoneinfo/Europe/Berlin, a zone file's path
+        candidates.append(name.split("zoneinfo/", 1)[1])
     try:
         target = os.readlink("/etc/localtime")
     except OSError:
@@ -60,10 +66,53 @@ def local_zone_name(environ: Mapping[str, str] | None = None) -> str:
     return "UTC"
 
 
+def _file_key(path: str) -> str:
+    """The file a record's path names, for "is it still in use": normalised, symlinks resolved
+    (only ever used to keep a file, never to reach one)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
+
+
+def _differs_from_local_time(name: str) -> bool:
+    """Whether zone ``name`` gives other UTC offsets than this process's local time (the C
+    library's reading of ``$TZ``, which the old bot's ``datetime.now()`` uses): in January, July
+    and now."""
+    zone: dt.tzinfo = dt.timezone.utc if name.upper() == "UTC" else zoneinfo.ZoneInfo(name)
+    now = dt.datetime.now(dt.timezone.utc)
+    probes = [now, now.replace(month=1, day=15, hour=12), now.replace(month=7, day=15, hour=12)]
+    return any(p.astimezone().utcoffset() != p.astimezone(zone).utcoffset() for p in probes)
+
+
+def default_legacy_timezone() -> str:
+    """The zone of the old bot's stored naive strings when nothing names it:
+    ``$USERFILES_LEGACY_TIMEZONE``, else this process's local zone (``local_zone_name``). Raises
+    ``ConfigurationError`` when ``$TZ`` is a form the store cannot name (a POSIX rule such as
+    ``CET-1CEST,M3.5.0,M10.5.0/3``) and the fallback would read those strings at other offsets."""
+    name = os.environ.get(LEGACY_TIMEZONE_ENV)
+    if name:
+        return name
+    name = local_zone_name()
+    if _differs_from_local_time(name):
+        raise ConfigurationError(
+            f"this process's local time (TZ={os.environ.get('TZ', '')!r}) is not a timezone name the "
+            f"store can read the old bot's naive dates in; set {LEGACY_TIMEZONE_ENV} to its IANA "
+            "name (e.g. Europe/Berlin)"
+        )
+    return name
+
+
 def _local_string(value: Any) -> Any:
-    """An aware datetime as the bot writes one: ``isoformat()`` of naive local time."""
+    """An aware datetime as the bot writes one: ``isoformat()`` of naive local time. A date at the
+    datetime limits whose local time is outside years 1-9999 (e.g. 9999-12-31 east of UTC) is
+    given in UTC instead of failing the whole read."""
     if isinstance(value, dt.datetime):
-        return value.astimezone().replace(tzinfo=None).isoformat()
+        try:
+            local = value.astimezone()
+        except (OverflowError, ValueError):
+            local = value
+        return local.replace(tzinfo=None).isoformat()
     return value
 
 
@@ -116,35 +165,33 @@ class UserFilesMixin:
         if store is None:
             options = dict(self.user_files_options)
             if "legacy_timezone" not in options:
-                options["legacy_timezone"] = os.environ.get(LEGACY_TIMEZONE_ENV) or local_zone_name()
+                options["legacy_timezone"] = default_legacy_timezone()
             store = AsyncUserFiles(self.db, collection=self.user_files_collection, **options)
             self.__dict__["_user_files_store"] = store
         return store
 
     async def _remove_files(self, records: list[dict[str, Any]]) -> list[str]:
         """Remove the files of ``records`` (gone from the database) unless a live record of the
-        same user still refers to the path; inside the root only. Never raises: a file left
-        behind is found by the sweep."""
+        same user still refers to the same file, in whatever spelling (``//``, ``.``, ``..``, a
+        symlinked directory); inside the root only. Never raises: a file left behind is found by
+        the sweep."""
         if self.user_files_root is None or not records:
             return []
-        users: dict[Any, list[str]] = {}
+        users: dict[Any, list[dict[str, Any]]] = {}
         for record in records:
             if isinstance(record.get("file_path"), str):
-                users.setdefault(record.get("user_id"), []).append(record["file_path"])
+                users.setdefault(record.get("user_id"), []).append(record)
+        doomed: list[dict[str, Any]] = []
         try:
-            claimed = {
-                (user_id, path)
-                for user_id, paths in users.items()
-                for path in await self.user_files.claimed_paths(user_id, paths)
-            }
+            for user_id, mine in users.items():
+                live = await self.user_files.get_user_files(user_id)
+                claimed = {_file_key(r["file_path"]) for r in live if isinstance(r.get("file_path"), str)}
+                doomed += [r for r in mine if _file_key(r["file_path"]) not in claimed]
         except Exception:
             logger.exception("could not check which of %d file(s) are still in use; kept them", len(records))
             return []
         try:
-            return remove_record_files(
-                self.user_files_root,
-                [r for r in records if (r.get("user_id"), r.get("file_path")) not in claimed],
-            )
+            return remove_record_files(self.user_files_root, doomed)
         except Exception:
             logger.exception("removing the files of %d deleted record(s) failed", len(records))
             return []
@@ -189,7 +236,9 @@ class UserFilesMixin:
         Raises if the record was not saved, after removing the file just written (it has no record
         and never will), so the caller reports a failed upload; also if the record was evicted at
         once (older than the user's newest files up to the limit). ``ConfigurationError`` for a bad
-        origin. A cancelled call leaves the file: the sweep removes it if no record claims it.
+        origin. A cancelled call leaves the file: the sweep removes it if no record claims it; so
+        does a save the database did not answer in time (``DatabaseUnavailable`` after a call was
+        sent), whose record may still be written.
         """
         data = dict(metadata)
         if origin is not None:
@@ -205,9 +254,9 @@ class UserFilesMixin:
             # The record is saved; evicting older ones was cut short. The next save finishes it.
             logger.warning("upload %r saved, eviction interrupted: %s", data.get("file_id"), incomplete)
             evicted = list(incomplete.evicted)
-        except Exception:
+        except Exception as exc:
             if new_file:
-                await self._discard_upload(data)
+                await self._discard_upload(data, exc)
             raise
         await self._remove_files(evicted)
         if any(r.get("file_id") == data.get("file_id") for r in evicted):
@@ -217,15 +266,30 @@ class UserFilesMixin:
             )
         return [bot_view(r) for r in evicted]
 
-    async def _discard_upload(self, data: Mapping[str, Any]) -> None:
+    async def _discard_upload(self, data: Mapping[str, Any], error: Exception) -> None:
         if self.user_files_root is None or not isinstance(data.get("file_path"), str):
             return
-        try:
-            claimed = await self.user_files.claimed_paths(data["user_id"], [data["file_path"]])
-        except Exception:
-            # The database cannot say (it is why the save failed): the bot's upload path is new by
-            # construction (<file_id><ext>, file_id unique per upload), so nothing else uses it.
-            claimed = set()
+        if isinstance(error, DatabaseUnavailable):
+            if not isinstance(error.__cause__, ServerSelectionTimeoutError):
+                # A call was sent and its answer did not come in time: the server may still write
+                # the record (a frozen server runs it once resumed). Keep the file; the sweep
+                # removes it after its grace period if no record claims it.
+                logger.warning(
+                    "upload %r: the database did not answer; kept its file in case the record was "
+                    "written (the sweep removes it otherwise)",
+                    data.get("file_id"),
+                )
+                return
+            # No server was reached, so nothing was written; asking which paths are claimed would
+            # wait another bound. The bot's upload path is new by construction (<file_id><ext>).
+            claimed: set[str] = set()
+        else:
+            try:
+                claimed = await self.user_files.claimed_paths(data["user_id"], [data["file_path"]])
+            except Exception:
+                # The database cannot say: the bot's upload path is new by construction
+                # (<file_id><ext>, file_id unique per upload), so nothing else uses it.
+                claimed = set()
         if data["file_path"] not in claimed:
             try:
                 remove_record_files(self.user_files_root, [data])

@@ -73,26 +73,31 @@ class PathMap:
     ``records_roots`` are the directories the records' ``file_path`` values start with (the
     bot's container path when the sweep runs elsewhere); ``local`` is where that directory is on
     this machine (resolved). A record path maps inside the root when, written out lexically
-    (``..`` applied), it lies strictly below one of ``records_roots``.
+    (``..`` applied), it lies strictly below one of ``records_roots``, or below the local root
+    itself (``also``: a record written when the bot ran where the sweep runs names the local file).
     """
 
     local: str
     records_roots: tuple[str, ...]
+    also: tuple[str, ...] = ()  # the local root as given and resolved, when not in records_roots
 
     @classmethod
     def make(cls, root: str | Path, records_root: str | Path | None = None) -> PathMap:
         """Raises ``ConfigurationError`` for a root that is not a directory or a relative
         ``records_root``."""
         local = str(storage_root(root))
+        given = os.path.normpath(os.path.abspath(root))
         if records_root is None:
-            given = os.path.normpath(os.path.abspath(root))
             roots = tuple(dict.fromkeys([given, local]))
         else:
             text = str(records_root)
             if "\0" in text or not os.path.isabs(text):
                 raise ConfigurationError(f"records root {text!r} must be an absolute path")
             roots = (os.path.normpath(text),)
-        return cls(local, roots)
+        # A record that names the local root itself (written when the bot ran here) means the
+        # local file too: it keeps claiming it, whatever --records-root says.
+        also = tuple(path for path in dict.fromkeys([given, local]) if path not in roots)
+        return cls(local, roots, also)
 
     def relative(self, path: object) -> str | None:
         """``path`` relative to the root, normalised (no ``.``, ``..`` or empty parts); ``None`` if
@@ -107,7 +112,7 @@ class PathMap:
         # The bot's paths are already normal: skip normpath (most of the cost at scale) for them.
         needs_normpath = "//" in path or "/." in path or path.endswith("/")
         normal = os.path.normpath(path) if needs_normpath else path
-        for prefix in self.records_roots:
+        for prefix in self.records_roots + self.also:
             base = prefix.rstrip(os.sep) + os.sep
             if normal.startswith(base) and len(normal) > len(base):
                 return normal[len(base) :]

@@ -150,12 +150,20 @@ class LegacyTime:
         return moment.astimezone(self.zone).replace(tzinfo=None).isoformat()
 
 
-def read_local(text: str) -> dt.datetime | None:
+def read_local(text: str, near: dt.datetime | None = None) -> dt.datetime | None:
     """A string the CALLING process made (the bot's writer dict: ``datetime.now().isoformat()``):
-    naive ones are this process's local time. Aware UTC at BSON precision; None if unparseable."""
+    naive ones are this process's local time. Aware UTC at BSON precision; None if unparseable.
+
+    A wall time the local clock shows twice (DST fall-back) is read as the instant nearest to
+    ``near`` when given: the bot's ``uploaded_at`` is the time of the save itself, so in the
+    repeated hour an upload is placed in the pass it was made in (otherwise the later one)."""
     value = parse_iso(text)
     reading = None if value is None else _reading(value, None)
-    return None if reading is None else reading.moment
+    if reading is None:
+        return None
+    if near is not None and not reading.exact:
+        return min((reading.latest, reading.earliest), key=lambda moment: abs(moment - near))
+    return reading.moment
 
 
 def live_filter(now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
@@ -346,7 +354,7 @@ def _check_date(name: str, value: object, nullable: bool) -> dt.datetime | None:
         raise InvalidFileData(f"{name}: {value!r} cannot be stored as a date (out of range)") from None
 
 
-def _from_legacy_writer(given: dict[str, Any]) -> dict[str, Any]:
+def _from_legacy_writer(given: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     """The bot's current writer dict (``file_size``, ``uploaded_at``, ISO-string dates) in the
     canonical shape; any other dict unchanged (strings where dates belong stay an error there).
 
@@ -363,7 +371,7 @@ def _from_legacy_writer(given: dict[str, Any]) -> dict[str, Any]:
     for name in ("created_at", "expires_at"):
         value = given.get(name)
         if isinstance(value, str):
-            parsed = read_local(value)
+            parsed = read_local(value, now if name == "created_at" else None)
             if parsed is None:
                 raise InvalidFileData(f"{name}: not an ISO-8601 date string: {value!r}")
             given[name] = parsed
@@ -393,7 +401,7 @@ def prepare_save(
         _check_text("field name", key)
     if "_id" in file_data:
         raise InvalidFileData("_id: is managed by the database; leave it out")
-    given = _from_legacy_writer(dict(file_data))
+    given = _from_legacy_writer(dict(file_data), now)
     if "origin" in given and given["origin"] not in ORIGINS:
         raise InvalidFileData(f"origin: must be 'upload' or 'generated', got {given['origin']!r}")
     defaults: dict[str, Any] = {}
