@@ -19,6 +19,7 @@ from pymongo.database import Database
 
 from tests.bot_calls import NewBot, OldBot
 from userfiles_db.cli import State, cli
+from userfiles_db.errors import ConfigurationError
 from userfiles_db.local_server import LocalMongod
 
 pytestmark = pytest.mark.asyncio
@@ -48,14 +49,6 @@ def migrate_cli(mongod: LocalMongod, db: str, cwd: Path, *args: str, **env: str)
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "attack1: with TZ set in the bot's environment and no USERFILES_LEGACY_TIMEZONE, the mixin "
-        "reads the old bot's naive strings in the process zone but migration 0002 defaults to UTC: "
-        "west of UTC the contract moves every old record's expiry hours earlier (live files vanish)"
-    ),
-)
 async def test_the_contract_keeps_the_old_bots_files_live_in_the_bots_own_zone(
     mongod: LocalMongod,
     real_db: Database[Any],
@@ -76,10 +69,16 @@ async def test_the_contract_keeps_the_old_bots_files_live_in_the_bots_own_zone(
         assert uploaded["success"]
         monkeypatch.setenv("USERFILES_WRITE_SHAPE", "legacy")
         stage2 = NewBot(db, root, expiration_hours=3)
+        # attack1: the mixin read the old bot's strings in the process's zone while migration
+        # 0002 defaults to UTC, so the contract moved every expiry hours earlier. Outside UTC the
+        # new bot now refuses to start until the zone is named, in the one variable both read.
+        with pytest.raises(ConfigurationError, match="USERFILES_LEGACY_TIMEZONE"):
+            await stage2.startup()
+        monkeypatch.setenv("USERFILES_LEGACY_TIMEZONE", new_york)
         await stage2.startup()
         assert uploaded["file_id"] in await stage2.code_interpreter_paths(7)  # live for the new bot
         monkeypatch.setenv("USERFILES_WRITE_SHAPE", "canonical")
-        migrate_cli(mongod, real_db.name, tmp_path, "up")
+        migrate_cli(mongod, real_db.name, tmp_path, "up", USERFILES_LEGACY_TIMEZONE=new_york)
         stage4 = NewBot(db, root, expiration_hours=3)
         await stage4.startup()
         # Three hours left before the contract; still live after it.
@@ -103,7 +102,7 @@ async def test_old_and_new_bots_upload_together_for_one_user_at_stage_1(
     time.tzset()
     monkeypatch.setenv("MAX_FILES_PER_USER", "3")
     monkeypatch.setenv("FILE_EXPIRATION_HOURS", "48")
-    monkeypatch.delenv("USERFILES_LEGACY_TIMEZONE", raising=False)
+    monkeypatch.setenv("USERFILES_LEGACY_TIMEZONE", zone)  # outside UTC the guide asks for it
     monkeypatch.setenv("USERFILES_WRITE_SHAPE", "legacy")
     root = tmp_path / "user_files"
     root.mkdir()

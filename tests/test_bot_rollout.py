@@ -119,7 +119,8 @@ async def test_every_stage_of_the_rollout_and_the_rollback(
 
     monkeypatch.setenv("FILE_EXPIRATION_HOURS", str(EXPIRATION_HOURS))
     monkeypatch.setenv("MAX_FILES_PER_USER", str(LIMIT))
-    monkeypatch.delenv("USERFILES_LEGACY_TIMEZONE", raising=False)
+    # As the guide says: outside UTC, name the zone the old bot wrote in, for the bot and the migrations.
+    monkeypatch.setenv("USERFILES_LEGACY_TIMEZONE", local_zone)
     root = tmp_path / "user_files"
     root.mkdir()
     client: Any = AsyncIOMotorClient(mongod.uri)

@@ -86,21 +86,22 @@ def _differs_from_local_time(name: str) -> bool:
 
 
 def default_legacy_timezone() -> str:
-    """The zone of the old bot's stored naive strings when nothing names it:
-    ``$USERFILES_LEGACY_TIMEZONE``, else this process's local zone (``local_zone_name``). Raises
-    ``ConfigurationError`` when ``$TZ`` is a form the store cannot name (a POSIX rule such as
-    ``CET-1CEST,M3.5.0,M10.5.0/3``) and the fallback would read those strings at other offsets."""
+    """The zone of the old bot's stored naive strings: ``$USERFILES_LEGACY_TIMEZONE``, else UTC when
+    this process runs in UTC (the bot container's usual zone). Any other local zone raises
+    ``ConfigurationError`` at start-up: the migrations read the same strings in the same variable
+    (default UTC), so guessing the process's zone here would let the two read them apart."""
     name = os.environ.get(LEGACY_TIMEZONE_ENV)
     if name:
         return name
-    name = local_zone_name()
-    if _differs_from_local_time(name):
+    if _differs_from_local_time("UTC"):
+        local = local_zone_name()
+        shown = local if not _differs_from_local_time(local) else os.environ.get("TZ", "")
         raise ConfigurationError(
-            f"this process's local time (TZ={os.environ.get('TZ', '')!r}) is not a timezone name the "
-            f"store can read the old bot's naive dates in; set {LEGACY_TIMEZONE_ENV} to its IANA "
-            "name (e.g. Europe/Berlin)"
+            f"this process runs in local time {shown!r}, not UTC: set {LEGACY_TIMEZONE_ENV} to the IANA "
+            "zone the old bot wrote its naive dates in (e.g. America/New_York), here and for "
+            "userfiles-migrate, which reads them in the same variable"
         )
-    return name
+    return "UTC"
 
 
 def _local_string(value: Any) -> Any:
