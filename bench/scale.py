@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,25 +37,35 @@ print(json.dumps({"seconds": took, "files": report.files_seen if report else 0,
 """
 
 
+# Linux hands a child the parent's RSS high-water mark across fork and exec, so the benchmark
+# (100+ MB) cannot read a child's peak itself: a small interpreter in between starts the command
+# and reports the command's own ru_maxrss from os.wait4.
+_WRAPPER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "child.returncode = 0\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def peak_of(
     command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[float, int, str]:
-    """Wall time, peak RSS in bytes (this child's own, from ``os.wait4``) and stdout of ``command``."""
-    started = time.perf_counter()
-    out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-child-{os.getpid()}.out"
-    with open(out_path, "wb") as out:
-        child = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
-        assert child.stderr is not None
-        err = child.stderr.read()  # drained while it runs; EOF when it exits
-        _, status, usage = os.wait4(child.pid, 0)  # reaped here, with its own rusage
-        child.returncode = os.waitstatus_to_exitcode(status)
-        child.stderr.close()
-    took = time.perf_counter() - started
-    text = out_path.read_text()
-    out_path.unlink()
-    if child.returncode != 0:
-        raise RuntimeError(f"{command[:3]} exited {child.returncode}: {err.decode(errors='replace')[-500:]}")
-    return took, usage.ru_maxrss * 1024, text
+    """Wall time, peak RSS in bytes (the command's own) and stdout of ``command``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "maxrss"
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", _WRAPPER, str(report), *command], env=env, cwd=cwd, capture_output=True
+        )
+        took = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{command[:3]} exited {done.returncode}: {done.stderr.decode(errors='replace')[-500:]}"
+            )
+        return took, int(report.read_text()) * 1024, done.stdout.decode()
 
 
 def mb(value: int) -> str:
