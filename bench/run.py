@@ -725,7 +725,7 @@ def main(records: int, *, skip_node: bool, cache_gb: float) -> int:
         print(f"  (generated in {time.perf_counter() - started:.1f} s)", flush=True)
         bench_get(table, db, users, 2000 if quick else 5000)
         bench_get_adopted(table, db, users, 2000 if quick else 5000)
-        bench_get_async(table, mongod.uri, "bench", users, 20 if quick else 50)
+        bench_get_async(table, mongod.uri, "bench", users, 60 if quick else 100)
         bench_growth(table, db, users, 1000 if quick else 3000)
         bench_round_trips(table, mongod.uri, "bench")
         bench_adoption(table, db, records, Path(tmp))

@@ -72,6 +72,11 @@ def mb(value: int) -> str:
     return f"{value / 2**20:.0f} MB"
 
 
+def mb_above(value: int) -> str:
+    """A difference of peaks: below 1 MB either way is no growth."""
+    return f"{value / 2**20:+.0f} MB" if abs(value) >= 2**20 else "+0 MB"
+
+
 def make_files(client: MongoClient[dict[str, Any]], db_name: str, root: Path) -> int:
     """An empty file for every record of ``db_name.user_files``, where its path maps under ``root``."""
     count = 0
@@ -127,7 +132,7 @@ def bench_sweep(
             f"sweep, {files:,} files + records ({result['removed']:,} orphans removed): files/s, peak RSS",
             f"{files / seconds:,.0f}/s, {seconds:.1f} s, {mb(peak)}",
             f"floor {mb(floor)}",
-            f"+{mb(peak - floor)}",
+            mb_above(peak - floor),
             "reported",
         )
         figures.append((files, seconds, peak - floor))
@@ -167,7 +172,7 @@ def bench_migrate_rss(
         f"migrate.py up adopting {count:,} legacy records: peak RSS (time)",
         f"{mb(peak)} ({took:.1f} s)",
         f"status: {mb(floor)}",
-        f"+{mb(peak - floor)}",
+        mb_above(peak - floor),
         "bounded",
         left == 0 and peak - floor < 200 * 2**20,
     )
