@@ -731,7 +731,7 @@ def main(records: int, *, skip_node: bool, cache_gb: float) -> int:
         bench_adoption(table, db, records, Path(tmp))
         bench_delete_expired(table, db, records // 4, users)
         bench_cli(table, mongod.uri, Path(tmp), skip_node)
-        bench_peers(table, mongod.uri, "bench", users, 2000 if quick else 4000)
+        bench_peers(table, mongod.uri, "bench", users, 4000 if quick else 8000)
         bench_sweep(table, client, mongod.uri, [records] if quick else [100_000, records], Path(tmp))
         bench_migrate_rss(table, client, mongod.uri, records, Path(tmp))
         lib = import_time("import userfiles_db")
