@@ -13,6 +13,7 @@ import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import bson
@@ -443,6 +444,7 @@ def prepare_save(
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
 
 
 def as_utc(value: Any) -> Any:
@@ -452,6 +454,8 @@ def as_utc(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         zone = value.tzinfo
         if zone is None:
+            if type(value) is dt.datetime:
+                return _EPOCH + (value - _NAIVE_EPOCH)  # replace(tzinfo=UTC), ten times cheaper
             return value.replace(tzinfo=UTC)
         if zone is UTC or zone is BSON_UTC:
             return value
@@ -529,6 +533,53 @@ def newest_first(documents: list[dict[str, Any]], legacy: LegacyTime) -> list[tu
     pairs = [(normalize(document, legacy), document.get("_id")) for document in documents]
     pairs.sort(key=lambda pair: order_key(pair[0]), reverse=True)
     return pairs
+
+
+_BY_ORDER_KEY = itemgetter("created_at", "file_id")
+
+
+def live_newest_first(
+    documents: list[dict[str, Any]], now: dt.datetime, legacy: LegacyTime
+) -> list[dict[str, Any]]:
+    """What ``get_user_files`` returns for the ``documents`` its query matched: the live ones,
+    normalised, newest first. Exactly ``[r for r, _ in newest_first(live documents)]``.
+
+    ``documents`` are the runner's own fresh dicts (nobody else holds them), so canonical ones
+    are normalised in place: no copy, no per-record function call, and one C-level sort key. The
+    first record that is not a plain canonical dict with naive or UTC datetimes sends the whole
+    list down the general path (``normalize`` is idempotent, so records already done are fine).
+    A naive datetime (UTC, as PyMongo decodes it) becomes aware as ``_EPOCH + (value -
+    _NAIVE_EPOCH)``: the same value as ``replace(tzinfo=UTC)``, about ten times cheaper.
+    """
+    fields = _CANONICAL_FIELDS
+    datetime = dt.datetime
+    epoch, naive_epoch = _EPOCH, _NAIVE_EPOCH
+    for document in documents:
+        if type(document) is not dict or not document.keys() <= fields:
+            break
+        created = document.get("created_at")
+        expires = document.get("expires_at", _MISSING)
+        if type(created) is not datetime or type(document.get("file_id")) is not str:
+            break
+        if expires is not None and type(expires) is not datetime:
+            break  # a string, missing, or anything else: the general rules decide
+        zone = created.tzinfo
+        if zone is None:
+            document["created_at"] = epoch + (created - naive_epoch)
+        elif zone is not UTC and zone is not BSON_UTC:
+            break
+        if expires is not None:
+            zone = expires.tzinfo
+            if zone is None:
+                document["expires_at"] = epoch + (expires - naive_epoch)
+            elif zone is not UTC and zone is not BSON_UTC:
+                break
+        document.pop("_id", None)
+    else:
+        documents.sort(key=_BY_ORDER_KEY, reverse=True)
+        return documents
+    live = [document for document in documents if is_live(document, now, legacy)]
+    return [record for record, _ in newest_first(live, legacy)]
 
 
 def limit_listing_filter(prepared: PreparedSave, now: dt.datetime, legacy: LegacyTime) -> dict[str, Any]:
