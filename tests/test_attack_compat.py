@@ -75,13 +75,6 @@ def test_a_record_at_the_datetime_limits_is_listed_not_a_crash(
     dt.datetime.fromisoformat(one[shown])  # what /files parses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "attack1: USERFILES_TIMEOUT_SECONDS only has to be > 0; a value no round trip can meet "
-        "(1e-6) is accepted at start-up and then every call fails with DatabaseUnavailable"
-    ),
-)
 def test_a_time_bound_no_call_can_meet_stops_the_bot_at_start_up(
     mongod: LocalMongod, real_user_files_db: Database[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -137,7 +137,7 @@ def test_a_datetime_ms_client_evicts_the_oldest(
         ({}, {"FILE_EXPIRATION_HOURS": "0"}, "FILE_EXPIRATION_HOURS must be greater than 0"),
         ({"expiration_hours": 1e9}, {}, "expiration_hours must be at most 8760000 hours"),
         ({}, {"FILE_EXPIRATION_HOURS": "1e9"}, "FILE_EXPIRATION_HOURS must be at most"),
-        ({"timeout_seconds": 0}, {}, "timeout_seconds must be a number of seconds greater than 0"),
+        ({"timeout_seconds": 0}, {}, "timeout_seconds must be a number of seconds from 0.05 to 3600"),
         ({"timeout_seconds": float("inf")}, {}, "timeout_seconds must be"),
         ({}, {"USERFILES_TIMEOUT_SECONDS": "-1"}, "USERFILES_TIMEOUT_SECONDS must be"),
         ({}, {"USERFILES_TIMEOUT_SECONDS": "fast"}, "USERFILES_TIMEOUT_SECONDS must be"),

@@ -27,6 +27,9 @@ NEVER_EXPIRE = -1
 MAX_EXPIRATION_HOURS = 24 * 365 * 1000
 """1000 years: ``now + hours`` stays a date Python and BSON can represent (year 9999 at most)."""
 MAX_TIMEOUT_SECONDS = 3600.0
+# Below this no call can complete (a loopback round trip plus the driver's checks): a bound that
+# small would make every call fail, so it is refused at construction like the other settings.
+MIN_TIMEOUT_SECONDS = 0.05
 MAX_FILES_LIMIT = 100_000
 WriteShape = Literal["canonical", "legacy"]
 V = TypeVar("V")
@@ -111,11 +114,11 @@ def _parse_timeout(value: object, source: str) -> float:
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
-        or value <= 0
+        or value < MIN_TIMEOUT_SECONDS
         or value > MAX_TIMEOUT_SECONDS
     ):
         raise ConfigurationError(
-            f"{source} must be a number of seconds greater than 0 and at most {MAX_TIMEOUT_SECONDS:g} "
+            f"{source} must be a number of seconds from {MIN_TIMEOUT_SECONDS:g} to {MAX_TIMEOUT_SECONDS:g} "
             f"(for example 5), got {value!r}"
         )
     return float(value)
