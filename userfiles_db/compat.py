@@ -305,7 +305,8 @@ class UserFilesMixin:
             record = await self.user_files.take_file(file_id, user_id=user_id)
         except Exception as exc:
             logger.exception("remove_user_file(%r, %r) failed", file_id, user_id)
-            return {"success": False, "error": f"{UNAVAILABLE}; nothing was deleted ({type(exc).__name__})"}
+            # A timed-out delete may still have happened on the server: say "try again", not "nothing".
+            return {"success": False, "error": f"{UNAVAILABLE}; try again later ({type(exc).__name__})"}
         if record is None:
             return {"success": False, "error": "File not found or you don't have permission to delete it"}
         await self._remove_files([record])
@@ -320,7 +321,7 @@ class UserFilesMixin:
             logger.exception("reset_user_files(%r) failed", user_id)
             return {
                 "success": False,
-                "error": f"{UNAVAILABLE}; no file was deleted ({type(exc).__name__})",
+                "error": f"{UNAVAILABLE}; try again later ({type(exc).__name__})",
                 "deleted_count": 0,
             }
         removed = await self._remove_files(records)
