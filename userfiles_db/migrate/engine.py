@@ -693,8 +693,16 @@ class Runner:
 
     def _plan_one(self, migration: Migration, preview: ReadOnlyDatabase) -> list[str]:
         self.report(f"{migration.id}: {migration.title}")
-        with running(self._context(dry_run=True)) as ctx:
-            migration.up(preview)
+        try:
+            with running(self._context(dry_run=True)) as ctx:
+                migration.up(preview)
+        except MigrationError:
+            raise
+        except BaseException as exc:  # sys.exit() included: a dry run never exits 0 on it
+            raise MigrationError(
+                f"{migration.id} raised during the dry run (nothing was written; `up` would fail "
+                f"the same way): {_error_text(exc)}"
+            ) from exc
         if not ctx.planned:
             self.report("  nothing to send")
         return ctx.planned
