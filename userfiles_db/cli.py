@@ -594,8 +594,17 @@ def _exit_now(command: click.Group, prog_name: str | None) -> None:
     second in PyMongo's atexit hook for its monitor threads to wake up, on every command.
     """
     try:
-        command(prog_name=prog_name)
-        code = 0
+        returned = command.main(prog_name=prog_name, standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0  # --help, --version: ctx.exit(0)
+    except click.ClickException as exc:  # a usage error: still one JSON object with --json
+        exc.show()
+        code = exc.exit_code
+        if "--json" in sys.argv[1:]:
+            error = settings_module.redact(exc.format_message())
+            click.echo(json.dumps({"ok": False, "exit_code": code, "error": error}, indent=2))
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        code = 1
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):
