@@ -317,6 +317,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raw = yaml.load(_read_text(path), Loader=_NoAliasLoader)  # a SafeLoader, without aliases
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    except RecursionError:  # [[[[...: 64 KiB of nesting outruns the parser's recursion
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: nested too deeply") from None
     if raw is None:
         return {}
     return _check_keys(raw, path)
