@@ -50,6 +50,7 @@ from userfiles_db.migrate.retry import RetryTimeout, is_transient, retry_transie
 from userfiles_db.migrate.steps import ReadOnlyDatabase
 
 BASE = "base"
+MANAGED_COLLECTION = "user_files"  # the collection the migrations manage: never the tool's own
 TRANSACTION_MODES = ("auto", "never", "always")
 
 # The bundled migrations are idempotent and resumable, but their files cannot say so: their
@@ -95,6 +96,19 @@ class EngineOptions:
     majority_timeout_seconds: float = log.DEFAULT_MAJORITY_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
+        # One collection for two of these mixes their documents: history events read as applied
+        # migrations with no file, the lock document as a changelog record, events in user_files.
+        names = {
+            "changelog_collection": self.changelog_collection,
+            "lock_collection": self.lock_collection,
+            "history_collection": self.history_collection,
+        }
+        for name, value in names.items():
+            if value == MANAGED_COLLECTION:
+                raise ConfigError(f"{name} must not be {MANAGED_COLLECTION!r}: that is the bot's collection")
+            same = [other for other, used in names.items() if used == value and other != name]
+            if same:
+                raise ConfigError(f"{name} and {same[0]} must be different collections, both are {value!r}")
         if self.transactions not in TRANSACTION_MODES:
             raise ConfigError(f"transactions must be one of {TRANSACTION_MODES}, got {self.transactions!r}")
         for name in (
