@@ -16,11 +16,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TextIO, TypeVar
 
 import click
 from pymongo import MongoClient
@@ -84,6 +84,9 @@ class Output:
         self.log_format = log_format
         self.verbosity = verbosity  # -1 with -q, +1 per -v
         self.json = False  # the command's --json
+        # Where the JSON result goes: stdout as it was when --json was parsed. While the command
+        # runs, stdout is sent to stderr, so a migration's print() cannot break the one object.
+        self.stdout: TextIO | None = None
 
     def log(self, level: str, message: str, **fields: Any) -> None:
         if self.LEVELS[level] > self.verbosity + 1:
@@ -125,7 +128,7 @@ class Output:
 
     def result(self, data: dict[str, Any]) -> None:
         if self.json:
-            click.echo(settings_module.redact(json.dumps(data, indent=2, default=str)))
+            click.echo(settings_module.redact(json.dumps(data, indent=2, default=str)), file=self.stdout)
 
 
 class State:
@@ -237,7 +240,8 @@ def handle_errors(function: F) -> F:
     @wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            with redirect_stdout(sys.stderr) if _output().json else nullcontext():
+                return function(*args, **kwargs)
         except UserFilesError as exc:
             code = getattr(
                 exc, "exit_code", EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ERROR
@@ -314,6 +318,7 @@ def json_option(function: F) -> F:
         root = ctx.find_root()
         if value and isinstance(root.obj, State):
             root.obj.output.json = True
+            root.obj.output.stdout = sys.stdout
         return value
 
     return click.option(
