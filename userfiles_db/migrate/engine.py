@@ -714,8 +714,7 @@ class Runner:
             raise
         except BaseException as exc:  # sys.exit() included: a dry run never exits 0 on it
             raise MigrationError(
-                f"{migration.id} raised during the dry run (nothing was written; `up` would fail "
-                f"the same way): {_error_text(exc)}"
+                f"{migration.id} raised during the dry run (nothing was written): {_error_text(exc)}"
             ) from exc
         if not ctx.planned:
             self.report("  nothing to send")
