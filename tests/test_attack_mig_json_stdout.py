@@ -72,3 +72,20 @@ def test_without_json_a_migration_still_prints_to_stdout(run: Any) -> None:
     result = run("up")
     assert result.exit_code == 0, result.output
     assert "converting things..." in result.stdout
+
+
+def test_with_json_logs_what_a_migration_prints_is_a_json_log_line(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path
+) -> None:
+    folder = tmp_path / "migrations"
+    write_migration(folder, "0001_chatty", CHATTY)
+    state = State(environ={"MONGODB_URI": mongod.uri, "MONGODB_DB": real_db.name}, cwd=tmp_path)
+    result = CliRunner().invoke(
+        cli, ["--log-format", "json", "--migrations", str(folder), "up", "--json"], obj=state,
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["applied"] == ["0001_chatty"]
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    printed = [line["message"] for line in lines if line.get("stream") == "stdout"]
+    assert printed == ["converting things...", "more progress"]

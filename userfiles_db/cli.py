@@ -12,11 +12,12 @@ stderr (``--log-format json``: one JSON object per line); ``-v`` shows more, ``-
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -233,6 +234,45 @@ def _output() -> Output:
     return obj.output if isinstance(obj, State) else Output()
 
 
+class _LogLines(io.TextIOBase):
+    """A text stream whose lines become log records (what a migration prints, with
+    ``--json --log-format json``: stderr stays one JSON object per line)."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.output.log("info", line, stream="stdout")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            line, self.pending = self.pending, ""
+            self.output.log("info", line, stream="stdout")
+
+
+@contextmanager
+def _stdout_to_logs(output: Output) -> Iterator[None]:
+    """With ``--json``, stdout carries the result alone: what the command's code (a migration's
+    ``print()``) writes there meanwhile goes to stderr, as log records with ``--log-format json``."""
+    if not output.json:
+        yield
+        return
+    target: io.TextIOBase | TextIO = _LogLines(output) if output.log_format == "json" else sys.stderr
+    try:
+        with redirect_stdout(target):
+            yield
+    finally:
+        target.flush()
+
+
 def handle_errors(function: F) -> F:
     """Turn the library's errors into ``Error: ...`` on stderr and their exit codes (and, with
     ``--json``, an object saying so on stdout)."""
@@ -240,7 +280,7 @@ def handle_errors(function: F) -> F:
     @wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with redirect_stdout(sys.stderr) if _output().json else nullcontext():
+            with _stdout_to_logs(_output()):
                 return function(*args, **kwargs)
         except UserFilesError as exc:
             code = getattr(
