@@ -650,6 +650,7 @@ class Runner:
             preview = ReadOnlyDatabase(self.mdb)
             for migration in self.migrations[: last + 1]:
                 if states.get(migration.id) != log.APPLIED:
+                    self._use_transaction(migration)  # `transactions: always` on a standalone fails here too
                     result.planned[migration.id] = self._plan_one(migration, preview)
             return result
         return self._run(
