@@ -20,7 +20,7 @@ import pytest
 
 from tests.migration_fixtures import write_migration
 from userfiles_db.migrate import discover
-from userfiles_db.migrate.discovery import checksum
+from userfiles_db.migrate.discovery import checksum, new_migration
 from userfiles_db.migrate.errors import ConfigError
 
 UP_DOWN = """
@@ -74,3 +74,11 @@ def test_the_text_checksummed_is_the_text_run(tmp_path: Path, monkeypatch: pytes
     assert second.checksum == checksum(path.read_text())
     assert second.checksum != first.checksum
     assert second.module.VALUE == "bbb"  # not the cached bytecode of the text before the edit
+
+
+def test_new_after_9999_refuses_instead_of_writing_a_file_that_breaks_every_command(tmp_path: Path) -> None:
+    write_migration(tmp_path, "9999_always_last", UP_DOWN)
+    with pytest.raises(ConfigError, match="no migration number is left after 9999"):
+        new_migration(tmp_path, "next", "2026-11-25T00:00:00+00:00")
+    assert [p.name for p in tmp_path.glob("*.py")] == ["9999_always_last.py"]
+    assert [m.id for m in discover(tmp_path)] == ["9999_always_last"]

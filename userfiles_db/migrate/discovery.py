@@ -153,7 +153,10 @@ def new_migration(directory: str | Path, slug: str, created: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         numbers = [int(m["number"]) for p in folder.glob("*.py") if (m := FILE_NAME.match(p.name))]
-        stem = f"{max(numbers, default=0) + 1:04d}_{slug}"
+        number = max(numbers, default=0) + 1
+        if number > 9999:  # 10000_x.py would not match NNNN_slug.py: every later command would fail
+            raise ConfigError(f"no migration number is left after 9999 in {str(folder)!r}")
+        stem = f"{number:04d}_{slug}"
         path = folder / f"{stem}.py"
         title = slug.replace("_", " ").capitalize() + "."
         with path.open("x", encoding="utf-8") as file:  # never overwrite an existing migration
