@@ -97,3 +97,44 @@ def test_kill_9_mid_revert_then_the_next_command_with_no_flags_finishes_it(
     assert real_db["migrations_lock"].count_documents({}) == 0
     events = [(e["event"], e.get("migration")) for e in history(real_db, EngineOptions())]
     assert ("revert_started", "0002_adopt_legacy_records") in events
+
+
+def test_sigterm_mid_revert_stops_at_once_releases_the_lock_and_up_resumes(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path
+) -> None:
+    """SIGTERM (``docker stop``) during ``down`` of the bundled adoption: exit 7, the lock
+    released, the revert recorded as interrupted ('reverting'), and ``up`` with no flags and no
+    wait for a lease completes the conversion."""
+    create_bot_collection(real_db, RECORDS * 2, now=LEGACY_NOW)
+    soon = (LEGACY_NOW + dt.timedelta(hours=1)).isoformat()
+    kept = [
+        d["_id"]
+        for d in real_db["user_files"].find({}, {"expires_at": 1}).sort("_id", 1)
+        if d["expires_at"] is None or d["expires_at"] > soon
+    ][:RECORDS]
+    real_db["user_files"].delete_many({"_id": {"$nin": kept}})
+    model = {d["file_id"]: _model(d) for d in real_db["user_files"].find({}, {"_id": 0})}
+    options = EngineOptions(migration_options={"batch_size": 500})
+    Runner(real_db, discover(bundled_migrations()), options).up()
+
+    reverting = migrate(mongod.uri, real_db.name, tmp_path, "down", "--to", "0001_create_user_files")
+    deadline = time.monotonic() + 60
+    legacy_now = {"file_size": {"$exists": True}}
+    while real_db["user_files"].count_documents(legacy_now) < RECORDS // 4 and reverting.poll() is None:
+        assert time.monotonic() < deadline, "the revert did not start"
+        time.sleep(0.005)
+    reverting.send_signal(signal.SIGTERM)
+    output = reverting.communicate(timeout=60)[0]
+    assert reverting.returncode == 7, output
+    assert "stopped by SIGTERM while undoing 0002_adopt_legacy_records" in output
+    assert 0 < real_db["user_files"].count_documents(legacy_now) < RECORDS
+    assert state(real_db, "0002_adopt_legacy_records") == "reverting"
+    assert real_db["migrations_lock"].count_documents({}) == 0  # released: no lease to wait out
+
+    runner = migrate(mongod.uri, real_db.name, tmp_path, "up")
+    output = runner.communicate(timeout=120)[0]
+    assert runner.returncode == 0, output
+    assert {d["file_id"]: d for d in real_db["user_files"].find({}, {"_id": 0})} == model
+    events = [(e["event"], e.get("migration"), e.get("exit_code")) for e in history(real_db, EngineOptions())]
+    assert ("interrupted", "0002_adopt_legacy_records", None) in events
+    assert [code for event, _, code in events if event == "run_finished"][-2:] == [7, 0]
