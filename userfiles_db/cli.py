@@ -444,7 +444,7 @@ def up(
         after = status(conn.db, conn.migrations, conn.settings.engine)
     out = state.output
     for migration_id in result.accepted_checksums:
-        out.line(f"accepted the new checksum of {migration_id}")
+        out.line(f"{'would accept' if dry_run else 'accepted'} the new checksum of {migration_id}")
     if dry_run:
         out.line(f"Dry run: {len(result.planned)} migration(s) would run; nothing was written.")
     elif result.done:
@@ -457,7 +457,7 @@ def up(
         "applied": [] if dry_run else result.done, "planned": result.planned,
         "accepted_checksums": result.accepted_checksums, "status": after.to_dict(),
     }  # fmt: skip
-    _finish(state, data, EXIT_PENDING if dry_run and result.planned else 0)
+    _finish(state, data, EXIT_PENDING if dry_run and (result.planned or result.accepted_checksums) else 0)
 
 
 @cli.command()

@@ -644,6 +644,8 @@ class Runner:
             found = status(self.db, self.migrations, self.options)
             _check_history(found, allow_changed=allow_changed, allow_out_of_order=allow_out_of_order,
                            resume=resume)  # fmt: skip
+            if allow_changed:  # what `up --accept-changed` would record (a changelog write)
+                result.accepted_checksums = [e.id for e in found.changed]
             states = {e.id: e.state for e in found.entries}
             # One read-only database for the whole dry run: each migration is previewed against
             # the state the earlier pending ones would leave (its plan overlays the live state).
