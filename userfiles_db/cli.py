@@ -12,15 +12,16 @@ stderr (``--log-format json``: one JSON object per line); ``-v`` shows more, ``-
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TextIO, TypeVar
 
 import click
 from pymongo import MongoClient
@@ -84,6 +85,9 @@ class Output:
         self.log_format = log_format
         self.verbosity = verbosity  # -1 with -q, +1 per -v
         self.json = False  # the command's --json
+        # Where the JSON result goes: stdout as it was when --json was parsed. While the command
+        # runs, stdout is sent to stderr, so a migration's print() cannot break the one object.
+        self.stdout: TextIO | None = None
 
     def log(self, level: str, message: str, **fields: Any) -> None:
         if self.LEVELS[level] > self.verbosity + 1:
@@ -125,7 +129,7 @@ class Output:
 
     def result(self, data: dict[str, Any]) -> None:
         if self.json:
-            click.echo(settings_module.redact(json.dumps(data, indent=2, default=str)))
+            click.echo(settings_module.redact(json.dumps(data, indent=2, default=str)), file=self.stdout)
 
 
 class State:
@@ -230,6 +234,45 @@ def _output() -> Output:
     return obj.output if isinstance(obj, State) else Output()
 
 
+class _LogLines(io.TextIOBase):
+    """A text stream whose lines become log records (what a migration prints, with
+    ``--json --log-format json``: stderr stays one JSON object per line)."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.output.log("info", line, stream="stdout")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            line, self.pending = self.pending, ""
+            self.output.log("info", line, stream="stdout")
+
+
+@contextmanager
+def _stdout_to_logs(output: Output) -> Iterator[None]:
+    """With ``--json``, stdout carries the result alone: what the command's code (a migration's
+    ``print()``) writes there meanwhile goes to stderr, as log records with ``--log-format json``."""
+    if not output.json:
+        yield
+        return
+    target: io.TextIOBase | TextIO = _LogLines(output) if output.log_format == "json" else sys.stderr
+    try:
+        with redirect_stdout(target):
+            yield
+    finally:
+        target.flush()
+
+
 def handle_errors(function: F) -> F:
     """Turn the library's errors into ``Error: ...`` on stderr and their exit codes (and, with
     ``--json``, an object saying so on stdout)."""
@@ -237,7 +280,8 @@ def handle_errors(function: F) -> F:
     @wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            with _stdout_to_logs(_output()):
+                return function(*args, **kwargs)
         except UserFilesError as exc:
             code = getattr(
                 exc, "exit_code", EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ERROR
@@ -314,6 +358,7 @@ def json_option(function: F) -> F:
         root = ctx.find_root()
         if value and isinstance(root.obj, State):
             root.obj.output.json = True
+            root.obj.output.stdout = sys.stdout
         return value
 
     return click.option(
@@ -399,7 +444,7 @@ def up(
         after = status(conn.db, conn.migrations, conn.settings.engine)
     out = state.output
     for migration_id in result.accepted_checksums:
-        out.line(f"accepted the new checksum of {migration_id}")
+        out.line(f"{'would accept' if dry_run else 'accepted'} the new checksum of {migration_id}")
     if dry_run:
         out.line(f"Dry run: {len(result.planned)} migration(s) would run; nothing was written.")
     elif result.done:
@@ -412,7 +457,7 @@ def up(
         "applied": [] if dry_run else result.done, "planned": result.planned,
         "accepted_checksums": result.accepted_checksums, "status": after.to_dict(),
     }  # fmt: skip
-    _finish(state, data, EXIT_PENDING if dry_run and result.planned else 0)
+    _finish(state, data, EXIT_PENDING if dry_run and (result.planned or result.accepted_checksums) else 0)
 
 
 @cli.command()
@@ -594,8 +639,17 @@ def _exit_now(command: click.Group, prog_name: str | None) -> None:
     second in PyMongo's atexit hook for its monitor threads to wake up, on every command.
     """
     try:
-        command(prog_name=prog_name)
-        code = 0
+        returned = command.main(prog_name=prog_name, standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0  # --help, --version: ctx.exit(0)
+    except click.ClickException as exc:  # a usage error: still one JSON object with --json
+        exc.show()
+        code = exc.exit_code
+        if "--json" in sys.argv[1:]:
+            error = settings_module.redact(exc.format_message())
+            click.echo(json.dumps({"ok": False, "exit_code": code, "error": error}, indent=2))
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        code = 1
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):

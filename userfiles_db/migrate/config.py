@@ -184,6 +184,10 @@ def bundled_migrations() -> Path:
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 # user:password@ inside free text, up to the last @ of the token (a password may hold a raw @).
 _USERINFO_IN_TEXT = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.\-]*://)?[^\s:/@'\"]*):[^\s'\"]*@")
+# Secrets a URI carries in its options: the TLS key file's password and an AWS session token.
+_QUERY_SECRET = re.compile(
+    r"(?i)((?:tlsCertificateKeyFilePassword|sslPEMKeyPassword)=|AWS_SESSION_TOKEN(?::|%3A))([^&\s'\",]+)"
+)
 _secrets: set[str] = set()
 
 
@@ -208,6 +212,8 @@ def register_secret(uri: str) -> None:
     password = _password(uri)
     if password:
         _secrets.update({password, unquote(password)})
+    for match in _QUERY_SECRET.finditer(uri):
+        _secrets.update({match[2], unquote(match[2])})
 
 
 def redact_uri(uri: str) -> str:
@@ -216,10 +222,10 @@ def redact_uri(uri: str) -> str:
     start = match.end() if match else 0
     rest = uri[start:]
     at = rest.rfind("@")
-    if at == -1 or ":" not in rest[:at]:
-        return uri
-    user = rest[:at].split(":", 1)[0]
-    return f"{uri[:start]}{user}:***{rest[at:]}"
+    if at != -1 and ":" in rest[:at]:
+        user = rest[:at].split(":", 1)[0]
+        uri = f"{uri[:start]}{user}:***{rest[at:]}"
+    return _QUERY_SECRET.sub(r"\1***", uri)
 
 
 def redact(text: str, uri: str | None = None) -> str:
@@ -230,7 +236,7 @@ def redact(text: str, uri: str | None = None) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         if len(secret) >= 3:  # shorter ones are masked in their URI shape only
             text = text.replace(secret, "***")
-    return _USERINFO_IN_TEXT.sub(r"\1:***@", text)
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO_IN_TEXT.sub(r"\1:***@", text))
 
 
 def uri_database(uri: str) -> str | None:
@@ -311,6 +317,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raw = yaml.load(_read_text(path), Loader=_NoAliasLoader)  # a SafeLoader, without aliases
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    except RecursionError:  # [[[[...: 64 KiB of nesting outruns the parser's recursion
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: nested too deeply") from None
     if raw is None:
         return {}
     return _check_keys(raw, path)

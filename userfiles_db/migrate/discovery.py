@@ -15,6 +15,7 @@ from userfiles_db.migrate.errors import ConfigError
 
 FILE_NAME = re.compile(r"^(?P<number>[0-9]{4})_(?P<slug>[a-z0-9][a-z0-9_]*)\.py$")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+FLAGS = ("REVERSIBLE", "TRANSACTIONAL", "RESUMABLE")
 
 
 @dataclass(frozen=True)
@@ -55,15 +56,20 @@ def checksum(text: str) -> str:
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
-def _load(path: Path) -> ModuleType:
+def _load(path: Path, text: str) -> ModuleType:
+    """Run ``text`` (the file's content, as checksummed) as the module of ``path``: never a
+    cached ``__pycache__`` copy, which Python reuses when an edit keeps the size and the mtime
+    second, and never a second read of a file that changed since its checksum was taken."""
     name = f"userfiles_db_migration_{path.stem}_{checksum(str(path.resolve()))[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"{path}: cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        sys.modules[name] = module  # dataclasses and the like look their module up while it runs
+        exec(compile(text, str(path), "exec", dont_inherit=True), module.__dict__)
     except (Exception, SystemExit) as exc:  # a script calling sys.exit() on import included
+        sys.modules.pop(name, None)
         raise ConfigError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
     sys.modules.pop(name, None)  # loaded fresh every time: never a stale copy of an edited file
     return module
@@ -95,12 +101,16 @@ def discover(directory: str | Path) -> list[Migration]:
             raise ConfigError(f"{path}: not UTF-8 text") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
-        module = _load(path)
+        module = _load(path, text)
         if not (module.__doc__ or "").strip():
             raise ConfigError(f"{path}: a migration starts with a docstring saying what it does")
         for function in ("up", "down"):
             if not callable(getattr(module, function, None)):
                 raise ConfigError(f"{path}: defines no {function}(db) function")
+        for flag in FLAGS:  # RESUMABLE = "False" would be truthy: resumed, re-run by itself
+            value = getattr(module, flag, None)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"{path}: {flag} must be True or False, got {value!r}")
         migrations.append(Migration(path.stem, path, checksum(text), module))
     return migrations
 
@@ -143,7 +153,10 @@ def new_migration(directory: str | Path, slug: str, created: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         numbers = [int(m["number"]) for p in folder.glob("*.py") if (m := FILE_NAME.match(p.name))]
-        stem = f"{max(numbers, default=0) + 1:04d}_{slug}"
+        number = max(numbers, default=0) + 1
+        if number > 9999:  # 10000_x.py would not match NNNN_slug.py: every later command would fail
+            raise ConfigError(f"no migration number is left after 9999 in {str(folder)!r}")
+        stem = f"{number:04d}_{slug}"
         path = folder / f"{stem}.py"
         title = slug.replace("_", " ").capitalize() + "."
         with path.open("x", encoding="utf-8") as file:  # never overwrite an existing migration

@@ -50,6 +50,7 @@ from userfiles_db.migrate.retry import RetryTimeout, is_transient, retry_transie
 from userfiles_db.migrate.steps import ReadOnlyDatabase
 
 BASE = "base"
+MANAGED_COLLECTION = "user_files"  # the collection the migrations manage: never the tool's own
 TRANSACTION_MODES = ("auto", "never", "always")
 
 # The bundled migrations are idempotent and resumable, but their files cannot say so: their
@@ -95,6 +96,19 @@ class EngineOptions:
     majority_timeout_seconds: float = log.DEFAULT_MAJORITY_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
+        # One collection for two of these mixes their documents: history events read as applied
+        # migrations with no file, the lock document as a changelog record, events in user_files.
+        names = {
+            "changelog_collection": self.changelog_collection,
+            "lock_collection": self.lock_collection,
+            "history_collection": self.history_collection,
+        }
+        for name, value in names.items():
+            if value == MANAGED_COLLECTION:
+                raise ConfigError(f"{name} must not be {MANAGED_COLLECTION!r}: that is the bot's collection")
+            same = [other for other, used in names.items() if used == value and other != name]
+            if same:
+                raise ConfigError(f"{name} and {same[0]} must be different collections, both are {value!r}")
         if self.transactions not in TRANSACTION_MODES:
             raise ConfigError(f"transactions must be one of {TRANSACTION_MODES}, got {self.transactions!r}")
         for name in (
@@ -630,12 +644,15 @@ class Runner:
             found = status(self.db, self.migrations, self.options)
             _check_history(found, allow_changed=allow_changed, allow_out_of_order=allow_out_of_order,
                            resume=resume)  # fmt: skip
+            if allow_changed:  # what `up --accept-changed` would record (a changelog write)
+                result.accepted_checksums = [e.id for e in found.changed]
             states = {e.id: e.state for e in found.entries}
             # One read-only database for the whole dry run: each migration is previewed against
             # the state the earlier pending ones would leave (its plan overlays the live state).
             preview = ReadOnlyDatabase(self.mdb)
             for migration in self.migrations[: last + 1]:
                 if states.get(migration.id) != log.APPLIED:
+                    self._use_transaction(migration)  # `transactions: always` on a standalone fails here too
                     result.planned[migration.id] = self._plan_one(migration, preview)
             return result
         return self._run(
@@ -693,8 +710,15 @@ class Runner:
 
     def _plan_one(self, migration: Migration, preview: ReadOnlyDatabase) -> list[str]:
         self.report(f"{migration.id}: {migration.title}")
-        with running(self._context(dry_run=True)) as ctx:
-            migration.up(preview)
+        try:
+            with running(self._context(dry_run=True)) as ctx:
+                migration.up(preview)
+        except MigrationError:
+            raise
+        except BaseException as exc:  # sys.exit() included: a dry run never exits 0 on it
+            raise MigrationError(
+                f"{migration.id} raised during the dry run (nothing was written): {_error_text(exc)}"
+            ) from exc
         if not ctx.planned:
             self.report("  nothing to send")
         return ctx.planned

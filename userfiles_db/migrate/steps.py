@@ -119,6 +119,18 @@ def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 _CustomCode = DryRunResult
 
 
+def _holds_dry_result(value: Any) -> bool:
+    """Whether ``value`` (arguments of a read) holds what custom code got back in the dry run
+    (e.g. ``result.inserted_id``): such a read cannot be sent, the server never saw the write."""
+    if isinstance(value, DryRunResult):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_dry_result(k) or _holds_dry_result(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return any(_holds_dry_result(item) for item in value)
+    return False
+
+
 class ReadOnlyCollection:
     """A collection for dry runs: reads pass to the server (index and options reads see the
     planned state); writes are reported as custom code and not sent."""
@@ -146,13 +158,24 @@ class ReadOnlyCollection:
         return iter([{"name": name, **info, "key": dict(info["key"])} for name, info in indexes.items()])
 
     def aggregate(self, pipeline: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
-        if any(stage in step for step in pipeline for stage in _WRITE_STAGES):
+        if _holds_dry_result((pipeline, args, kwargs)) or any(
+            stage in step for step in pipeline for stage in _WRITE_STAGES
+        ):
             return _CustomCode(f"{self.real.name}.aggregate")(pipeline, *args, **kwargs)
         return self.real.aggregate(pipeline, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name in _READS:
-            return getattr(self.real, name)
+            found = getattr(self.real, name)
+            if not callable(found):
+                return found
+
+            def read(*args: Any, **kwargs: Any) -> Any:
+                if _holds_dry_result((args, kwargs)):  # reads what custom code would have written
+                    return _CustomCode(f"{self.real.name}.{name}")(*args, **kwargs)
+                return found(*args, **kwargs)
+
+            return read
         if name.startswith("_"):
             raise AttributeError(name)
         return _CustomCode(f"{self.real.name}.{name}")
