@@ -1,12 +1,12 @@
 """Attacks on the fence with a runner that lost its lease *inside* a migration (``unlock
 --force`` racing it; a SIGSTOP past the lease is the same from the server's side).
 
-The fence guards the changelog: every changelog write of the runner that lost the lease is
-refused. It does not guard the migration's own data writes: ``down`` of a resumable migration,
-unlocked mid-revert, lets the next ``up`` resume (re-apply) it, and then the old runner's
-``down()`` goes on writing: the data ends reverted while the changelog says applied, exit 0 for
-the ``up``. Recorded as a strict xfail (the fix is not local: the steps would have to check the
-lease between batches and custom code has no fence at all).
+The fence guarded only the changelog: ``down`` of a resumable migration, unlocked mid-revert, let
+the next ``up`` resume (re-apply) it, and then the old runner's ``down()`` went on writing: the
+data ended reverted while the changelog said applied. Now the steps check the fence before every
+write they send, and custom code calls ``context().fence()`` before its own writes (as this
+migration does); the old runner stops with ``LockLost`` and writes nothing more
+(``tests/test_migrate_fence_steps.py`` covers the steps' batches).
 
 Also here, the races that held: ``stamp`` over a forcibly unlocked runner mid-``up`` (its late
 ``applied`` write is refused, it exits with ``LockLost``, the stamp stands).
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pymongo.database import Database
 
 from tests.migration_fixtures import write_migration
@@ -27,6 +26,8 @@ from userfiles_db.migrate import EngineOptions, LockLost, MigrationError, Runner
 
 FLIP = """
 import time
+
+from userfiles_db.migrate import context
 
 RESUMABLE = True
 
@@ -39,6 +40,7 @@ def up(db: Any) -> None:
 def down(db: Any) -> None:
     while not db["switch"].find_one({"_id": "go"}):
         time.sleep(0.02)
+    context().fence()  # custom code checks the fence before its own writes (the steps do it for theirs)
     db["state"].update_one({"_id": "x"}, {"$set": {"v": "down"}}, upsert=True)
 """
 
@@ -73,12 +75,6 @@ def in_thread(call: Any) -> tuple[threading.Thread, list[BaseException]]:
     return thread, errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data writes are not fenced: a down() that lost its lease mid-revert keeps writing "
-    "after the next `up` resumed (re-applied) the migration; the changelog says applied, the "
-    "data is reverted",
-)
 def test_a_down_unlocked_mid_revert_never_leaves_data_contradicting_the_changelog(
     real_db: Database[Any], tmp_path: Path
 ) -> None:

@@ -30,6 +30,10 @@ class RunContext:
     ``session``: the transaction's session when the migration runs in one, else ``None``; pass it
     as ``session=`` to data writes so they commit or abort with the changelog record.
     ``dry_run``: steps only describe what they would send; ``planned`` collects those lines.
+    ``fence``: raises ``LockLost`` unless this run still holds the migration lock (one round trip
+    to the server). The steps call it before every write they send (each batch of a data step), so
+    a runner that lost its lease (paused past it, or ``unlock --force``) stops before writing
+    again; custom code in a migration calls ``context().fence()`` before each write of its own.
     """
 
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -38,6 +42,7 @@ class RunContext:
     report: Reporter = _ignore
     progress: Progress = _ignore
     planned: list[str] = field(default_factory=list)
+    fence: Callable[[], None] = _ignore
 
     def option(self, name: str, default: Any = None) -> Any:
         return self.options.get(name, default)

@@ -388,10 +388,13 @@ class Runner:
         return {"host": self.host, "run_id": self.run_id}
 
     def _context(self, **overrides: Any) -> RunContext:
+        # Under the lock, the steps check the fence before every write they send.
+        fence = self._check_lock if self._lock is not None and not overrides.get("dry_run") else _ignore
         return RunContext(
             options=self.options.migration_options,
             report=self.report,
             progress=self.progress,
+            fence=fence,
             **overrides,
         )
 

@@ -411,6 +411,7 @@ def ensure_collection(db: AnyDatabase, name: str) -> str:
         context().plan(f"create collection {name}")
         db.plan_collection(name)
         return "would create"
+    context().fence()
     real.create_collection(name)
     _say(f"created collection {name}")
     return "created"
@@ -442,6 +443,7 @@ def ensure_validator(
         context().plan(what)
         db.plan_options(name, validator=validator, validationLevel=level, validationAction=action)
         return "would change"
+    context().fence()
     real.command("collMod", name, validator=validator, validationLevel=level, validationAction=action)
     _say(what)
     return "changed"
@@ -459,6 +461,7 @@ def remove_validator(db: AnyDatabase, name: str) -> str:
         context().plan(f"collMod {name}: remove the validator")
         db.plan_options(name, validator={}, validationLevel="strict", validationAction="error")
         return "would change"
+    context().fence()
     real.command("collMod", name, validator={}, validationLevel="strict", validationAction="error")
     _say(f"collMod {name}: validator removed")
     return "changed"
@@ -541,6 +544,7 @@ def ensure_index(db: AnyDatabase, name: str, spec: IndexSpec, *, allow_rebuild: 
             ctx.plan(what)
             db.plan_index(name, spec)
             return "would create"
+        context().fence()
         collection.create_index(want_key, **spec.create_options())
         _say(what)
         return "created"
@@ -594,6 +598,7 @@ def _set_ttl(db: AnyDatabase, name: str, spec: IndexSpec, have_ttl: int | None, 
         context().plan(what)
         db.plan_ttl(name, spec.name, int(ttl or 0))
         return "would change"
+    context().fence()
     real.command("collMod", name, index={"name": spec.name, "expireAfterSeconds": ttl})
     _say(what)
     return "changed"
@@ -606,6 +611,7 @@ def _rebuild(db: AnyDatabase, name: str, spec: IndexSpec) -> str:
         context().plan(what)
         db.plan_index(name, spec, drop=spec.name)
         return "would rebuild"
+    context().fence()
     real[name].drop_index(spec.name)
     real[name].create_index(list(spec.keys), **spec.create_options())
     _say(what)
@@ -1101,6 +1107,7 @@ def batched_update(
         if not ids:
             break
         batch = _batch_filter(ids)
+        ctx.fence()  # a runner that lost its lease stops here, before writing again
         try:
             result = retried(
                 partial(real.update_many, {"$and": [batch, selector]}, pipeline, hint="_id_"),
