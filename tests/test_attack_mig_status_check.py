@@ -4,10 +4,8 @@ The one exit-code table says 6 means "a person must look: an earlier run left a 
 cannot be resumed automatically", and that a pipeline retries on 1 and pages on 6. ``status
 --check`` exits 1 for *any* interrupted migration: a migration that needs a person is reported
 as a retryable error (a retry loop never pages anyone), and one the next ``up`` resumes by itself
-fails the pull-request gate as an error. Strict xfail: the codes are documented both ways
-(docs/deploying.md says "1: an interrupted run"), so the lead decides; the test states the
-code the exit-code table implies when ``up`` itself exits 6 (and 3 would be the truthful code
-when ``up`` resumes it alone).
+fails the pull-request gate as an error. Now ``status --check`` answers what ``up`` would: 6 when
+a person must look, 3 when ``up`` resumes it by itself.
 """
 
 from __future__ import annotations
@@ -36,11 +34,6 @@ def down(db: Any) -> None:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status --check exits 1 for every interrupted migration: 6 (a person must look) is "
-    "never used, and one that `up` resumes by itself fails the gate as an error",
-)
 @pytest.mark.parametrize(("resumable", "expected"), [(False, EXIT_NEEDS_ATTENTION)])
 def test_status_check_after_an_interrupted_run_says_what_up_would_do(
     mongod: LocalMongod, real_db: Database[Any], tmp_path: Path, resumable: bool, expected: int

@@ -381,7 +381,8 @@ def run_workflow(event: str, uri: str, tmp_path: Path) -> list[StepResult]:
     shell (``bash --noprofile --norc -eo pipefail``), stopping a job at its first failing step.
     Checkout, setup-python and the install step are what this test environment already is."""
     config = workflow()
-    context = {"secrets.MONGODB_URI": uri, "github.event_name": event}
+    # The test server stands for both users (the deploy's and the read-only one of pull requests).
+    context = {"secrets.MONGODB_URI": uri, "secrets.MONGODB_URI_READONLY": uri, "github.event_name": event}
     results: list[StepResult] = []
     for job in config["jobs"].values():
         if "if" in job and not gha_condition(job["if"], event):
@@ -447,7 +448,7 @@ def test_github_actions_without_the_secret(bot_db: Database[Any], tmp_path: Path
     # Pull requests from forks get no secrets: the check says so and passes, writing nothing
     checked = run_workflow("pull_request", "", tmp_path)
     assert [r.returncode for r in checked] == [0, 0], checked
-    assert "::warning title=userfiles_db::no MONGODB_URI secret" in checked[0].output
+    assert "::warning title=userfiles_db::no MONGODB_URI_READONLY secret" in checked[0].output
     # A deploy without it fails before running anything (never an embedded server in CI)
     deployed = run_workflow("push", "", tmp_path)
     assert [r.returncode for r in deployed] == [1], deployed

@@ -333,10 +333,11 @@ def test_the_config_file_is_found_upwards_and_in_pyproject(tmp_path: Path) -> No
     # the lookup stops at a repository root
     (deep / ".git").mkdir()
     assert resolve(environ={}, cwd=deep).config_file is None
-    # a pyproject.toml without the table is passed over
+    # a pyproject.toml without the table is a project root too: the lookup stops there (attack2:
+    # a project without .git must not take a parent directory's migrate.yaml)
     (deep / ".git").rmdir()
     (deep / "pyproject.toml").write_text('[project]\nname = "userfiles_db"\n')
-    assert resolve(environ={}, cwd=deep).db == "from_yaml"
+    assert resolve(environ={}, cwd=deep).config_file is None
 
 
 def test_new_writes_into_the_project_never_into_the_bundled_migrations(tmp_path: Path) -> None:

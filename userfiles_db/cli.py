@@ -53,6 +53,7 @@ from userfiles_db.migrate.discovery import Migration
 from userfiles_db.migrate.errors import (
     EXIT_ERROR,
     EXIT_INVALID,
+    EXIT_NEEDS_ATTENTION,
     EXIT_PENDING,
     EXIT_USAGE,
     ConfigError,
@@ -518,11 +519,12 @@ def status_command(state: State, as_json: bool, check: bool) -> None:
         click.echo(_summary(conn, found))
     code = 0
     if check:
+        # The code `up` would answer with: 6 for what needs a person, 3 for work it does alone.
         if found.changed or found.out_of_order:
             code = EXIT_INVALID
-        elif found.interrupted:
-            code = EXIT_ERROR
-        elif found.pending:
+        elif found.needs_attention:
+            code = EXIT_NEEDS_ATTENTION
+        elif found.pending or found.interrupted:
             code = EXIT_PENDING
     _finish(state, {"command": "status", **_target(conn), **found.to_dict()}, code)
 

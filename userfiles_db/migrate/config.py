@@ -371,14 +371,16 @@ def _pyproject_table(path: Path) -> dict[str, Any] | None:
 
 def find_config(cwd: Path) -> Path | None:
     """``migrate.yaml``, else a ``pyproject.toml`` with ``[tool.userfiles_db]``, in ``cwd`` or the
-    nearest parent; the search stops at a repository root (a directory holding ``.git``)."""
+    nearest parent; the search stops at a project root (a directory holding ``.git`` or a
+    ``pyproject.toml``), so a project without ``.git`` (a Docker image, a tarball) never picks up
+    the ``migrate.yaml`` of a directory above it: another project's URI and database."""
     for folder in (cwd, *cwd.parents):
         candidate = folder / DEFAULT_CONFIG
         if candidate.is_file():
             return candidate
         pyproject = folder / PYPROJECT
-        if pyproject.is_file() and _pyproject_table(pyproject) is not None:
-            return pyproject
+        if pyproject.is_file():
+            return pyproject if _pyproject_table(pyproject) is not None else None
         if (folder / ".git").exists():
             return None
     return None

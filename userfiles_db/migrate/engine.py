@@ -168,6 +168,11 @@ class Status:
         return self._with("pending")
 
     @property
+    def needs_attention(self) -> list[Entry]:
+        """Interrupted migrations the next ``up`` will not resume by itself (exit 6)."""
+        return [e for e in self.interrupted if not _auto_resumable(e)]
+
+    @property
     def interrupted(self) -> list[Entry]:
         return [e for e in self.entries if e.state in log.INTERRUPTED_STATES]
 
