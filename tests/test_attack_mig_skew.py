@@ -3,11 +3,10 @@
 Held: the lease is judged by the server's clock (``$$NOW``): a runner whose clock is hours ahead
 cannot take a live lease, and one hours behind does not keep an expired one.
 
-Broken: ``history --limit N`` picks "the newest N" by ``_id``, an ObjectId whose time part is
-the *writing host's* clock, and only then orders by the server's ``at``. After a run from a host
-whose clock is 3 hours ahead, ``history --limit`` keeps showing that host's events and hides the
-newest ones (a later failed run included). Strict xfail: the fix needs an index on ``at`` (the
-read must not scan), which the tool does not create today.
+Was broken: ``history --limit N`` picked "the newest N" by ``_id``, an ObjectId whose time part is
+the *writing host's* clock: after a run from a host 3 hours ahead it kept showing that host's
+events and hid the newest ones. The history now has an index on the server's ``at`` (made by the
+first write) and ``--limit`` reads the newest by it.
 """
 
 from __future__ import annotations
@@ -84,11 +83,6 @@ def test_a_runner_with_a_clock_hours_ahead_cannot_take_a_live_lease(
     assert (record["state"], record["run_id"]) == ("applied", behind.run_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history --limit picks the newest events by ObjectId (the writing host's clock), not "
-    "by the server's `at`: a host whose clock is ahead hides the newest events",
-)
 def test_history_limit_shows_the_newest_events_whatever_the_hosts_clocks(
     real_db: Database[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

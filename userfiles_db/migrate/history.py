@@ -19,7 +19,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from userfiles_db.migrate.changelog import DEFAULT_MAJORITY_TIMEOUT_SECONDS, tool_collection
 from userfiles_db.migrate.retry import RetryTimeout, retry_transient
@@ -43,6 +43,7 @@ CHECKSUM_ACCEPTED = "checksum_accepted"
 UNLOCKED = "unlocked"
 LOCK_LOST = "lock_lost"
 TERMINATED = "terminated"
+AT_INDEX = "at_-1"
 
 
 class History:
@@ -55,6 +56,7 @@ class History:
     ) -> None:
         self.collection = tool_collection(db, collection, majority_timeout)
         self.retry_seconds = retry_seconds
+        self._indexed = False
 
     def record(self, event: str, *, run_id: str, host: str, **fields: Any) -> bool:
         """Append one event, stamped with the server's clock (``at``, one clock for every runner);
@@ -63,6 +65,15 @@ class History:
         doc.update({k: v for k, v in fields.items() if v is not None})
         event_id = ObjectId()  # chosen here: a retried upsert of the same id appends once
         stage = {"$set": {"at": "$$NOW", **{k: {"$literal": v} for k, v in doc.items()}}}
+        if not self._indexed:
+            # `history --limit N` reads the newest N by the server's clock through this index; an
+            # ObjectId carries the writing host's clock, which may be skewed. Created by the first
+            # write (read-only commands never write); without it reads fall back to _id order.
+            try:
+                self.collection.create_index([("at", DESCENDING)], name=AT_INDEX)
+                self._indexed = True
+            except PyMongoError:
+                pass
         try:
             retry_transient(
                 lambda: self.collection.update_one({"_id": event_id}, [stage], upsert=True),
@@ -74,19 +85,29 @@ class History:
         return True
 
     def events(self, limit: int | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-        """The events, oldest first (the newest ``limit`` when given). Read-only; walks the
-        ``_id`` index (never a collection scan), then orders by the server's ``at``."""
+        """The events, oldest first (the newest ``limit`` when given, by the server's clock
+        ``at``). Read-only; walks the ``at`` index, or the ``_id`` index where it is missing
+        (never a collection scan)."""
         query = {"run_id": run_id} if run_id else {}
-        cursor = self.collection.find(query, sort=[("_id", DESCENDING)], hint="_id_")
-        if limit is not None:
-            cursor = cursor.limit(limit)
-        found = [{k: as_utc(v) for k, v in doc.items()} for doc in cursor]
+        try:
+            # The newest by the server's clock (`at`), whatever the writing hosts' clocks.
+            found = self._read(query, [("at", DESCENDING)], AT_INDEX, limit)
+        except OperationFailure:  # no such index (nothing was written by this version yet)
+            found = self._read(query, [("_id", DESCENDING)], "_id_", limit)
         found.sort(
             key=lambda doc: (doc.get("at") or dt.datetime.min.replace(tzinfo=dt.timezone.utc), doc["_id"])
         )
         for doc in found:
             doc["_id"] = str(doc["_id"])
         return found
+
+    def _read(
+        self, query: dict[str, Any], sort: list[tuple[str, int]], hint: str, limit: int | None
+    ) -> list[dict[str, Any]]:
+        cursor = self.collection.find(query, sort=sort, hint=hint)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return [{k: as_utc(v) for k, v in doc.items()} for doc in cursor]
 
 
 def to_json(event: dict[str, Any]) -> dict[str, Any]:
