@@ -139,20 +139,28 @@ class LocalMongod:
             self.dbpath = Path(tempfile.mkdtemp(prefix="userfiles-mongod-"))
         for _attempt in range(3):  # a free port can be taken between the probe and the bind
             self.port = free_port()
-            self.process = subprocess.Popen(
-                self._command(self.port, self.dbpath),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            process = self._spawn()
             if self._wait_ready(timeout):
                 return self
-            if self.process.poll() is None:
+            if process.poll() is None:
                 self._kill()
                 break
         log_tail = self._log_tail()
         self._cleanup()
         raise MongodStartError(f"mongod did not start; end of its log:\n{log_tail}")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start the ``mongod`` process on this server's port and dbpath (no waiting): the first
+        start, and a replica set member's restart on its data."""
+        assert self.port is not None
+        assert self.dbpath is not None
+        self.process = subprocess.Popen(
+            self._command(self.port, self.dbpath),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self.process
 
     def _direct_client(self, timeout_ms: int) -> MongoClient[dict[str, Any]]:
         # Direct to this one node: usable before a replica set is initiated.
@@ -375,13 +383,7 @@ class LocalReplicaSet:
 
     def restart(self, index: int, timeout: float = 60.0) -> None:
         """Start a killed member again on its data and port."""
-        member = self.members[index]
-        assert member.dbpath is not None
-        assert member.port is not None
-        member.process = subprocess.Popen(
-            member._command(member.port, member.dbpath),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.members[index]._spawn()
         self.wait_healthy(timeout)
 
     def stop(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,11 +327,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def _check_keys(raw: object, path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r}: expected a mapping of settings")
-    unknown = sorted(repr(key) if not isinstance(key, str) else key for key in raw if key not in FILE_KEYS)
-    if unknown:
-        known = sorted(FILE_KEYS)
-        raise ConfigError(f"config file {str(path)!r}: unknown setting(s) {unknown}; known: {known}")
+    _refuse_unknown(raw, FILE_KEYS, f"config file {str(path)!r}", "setting")
     return raw
+
+
+def _refuse_unknown(given: Mapping[Any, Any], known: Collection[str], where: str, what: str) -> None:
+    """``ConfigError`` naming every key of ``given`` that is not ``known`` (and the known ones):
+    a misspelled setting is an error, never silently ignored."""
+    unknown = sorted(repr(key) if not isinstance(key, str) else key for key in given if key not in known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown {what}(s) {unknown}; known: {sorted(known)}")
 
 
 def _load_toml(text: str) -> dict[str, Any]:
@@ -440,10 +445,7 @@ def resolve(
         options = {}
     if not isinstance(options, dict):
         raise ConfigError(f"migration_options in {file_label}: must be a mapping, got {options!r}")
-    unknown = sorted(repr(k) if not isinstance(k, str) else k for k in options if k not in MIGRATION_OPTIONS)
-    if unknown:
-        known = sorted(MIGRATION_OPTIONS)
-        raise ConfigError(f"migration_options in {file_label}: unknown option(s) {unknown}; known: {known}")
+    _refuse_unknown(options, MIGRATION_OPTIONS, f"migration_options in {file_label}", "option")
     chosen_options: dict[str, Any] = {}
     for name, (parse, default) in MIGRATION_OPTIONS.items():
         if found := _env(environ, env_name(name)):
