@@ -224,10 +224,9 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 @pytest.fixture(autouse=True)
 def _forget_registered_secrets() -> Iterator[None]:
-    """migrate.config keeps every URI password it saw in a process-wide set and masks it in all
-    later output: a password a hypothesis test made up ("none", "mov") must not mask words in the
-    output another test checks."""
+    """Library calls of ``redact`` register passwords until the next CLI command forgets them: a
+    password a hypothesis test made up ("none", "mov") must not mask words another test checks."""
     yield
-    from userfiles_db.migrate import config
+    from userfiles_db.migrate.config import forget_secrets
 
-    config._secrets.clear()
+    forget_secrets()

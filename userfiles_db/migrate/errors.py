@@ -71,7 +71,8 @@ class IrreversibleMigration(MigrationError):
 
 
 class DryRunWrite(MigrationError):
-    """A migration wrote to the database directly during a dry run (only steps can be previewed)."""
+    """No longer raised: a dry run now reports a migration's own writes as "would run custom
+    code" instead of refusing them. Kept so that code importing it from 0.1.0 still imports."""
 
 
 class SchemaStepConflict(MigrationError):
