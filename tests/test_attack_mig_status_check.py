@@ -20,7 +20,7 @@ from pymongo.database import Database
 from tests.migration_fixtures import write_migration
 from userfiles_db.cli import State, cli
 from userfiles_db.local_server import LocalMongod
-from userfiles_db.migrate import MigrationError, Runner, discover
+from userfiles_db.migrate import EngineOptions, MigrationError, Runner, discover
 from userfiles_db.migrate.errors import EXIT_NEEDS_ATTENTION
 
 FAILS_ONCE = """
@@ -51,3 +51,37 @@ def test_status_check_after_an_interrupted_run_says_what_up_would_do(
         cli, ["--migrations", str(folder), "status", "--check"], obj=state, catch_exceptions=False
     )
     assert check.exit_code == expected, check.output
+
+
+def test_status_check_and_up_refuse_alike(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path
+) -> None:
+    """The check is up's own judgement (review: two if-chains had drifted apart): an applied
+    migration whose file is gone is 4 for both, and a stuck migration beside an edited one is 6."""
+    folder = tmp_path / "m"
+    env = {"MONGODB_URI": mongod.uri, "MONGODB_DB": real_db.name}
+
+    def exit_of(*args: str) -> int:
+        state = State(environ=env, cwd=tmp_path)
+        return CliRunner().invoke(cli, ["--migrations", str(folder), *args], obj=state).exit_code
+
+    gone = write_migration(
+        folder, "0001_gone", "def up(db: Any) -> None:\n    pass\n\ndef down(db: Any) -> None:\n    pass\n"
+    )
+    Runner(real_db, discover(folder)).up()
+    gone.unlink()
+    write_migration(
+        folder, "0002_next", "def up(db: Any) -> None:\n    pass\n\ndef down(db: Any) -> None:\n    pass\n"
+    )
+    assert exit_of("up") == exit_of("status", "--check") == 4
+
+    real_db.drop_collection("migrations_changelog")
+    edited = write_migration(
+        folder, "0001_gone", "def up(db: Any) -> None:\n    pass\n\ndef down(db: Any) -> None:\n    pass\n"
+    )
+    (folder / "0002_next.py").unlink()
+    write_migration(folder, "0002_stuck", FAILS_ONCE % {"resumable": False})
+    with pytest.raises(MigrationError):
+        Runner(real_db, discover(folder), EngineOptions()).up()  # 0001 applied, 0002 left failed
+    edited.write_text(edited.read_text() + "\n# edited\n")  # and now an applied file is edited too
+    assert exit_of("up") == exit_of("status", "--check") == EXIT_NEEDS_ATTENTION

@@ -53,7 +53,6 @@ from userfiles_db.migrate.discovery import Migration
 from userfiles_db.migrate.errors import (
     EXIT_ERROR,
     EXIT_INVALID,
-    EXIT_NEEDS_ATTENTION,
     EXIT_PENDING,
     EXIT_USAGE,
     ConfigError,
@@ -517,15 +516,7 @@ def status_command(state: State, as_json: bool, check: bool) -> None:
             line = f"{entry.state:<9} {entry.id:<40} {_when(entry.applied_at):<24}"
             click.echo((line + " " + " ".join(flags)).rstrip())
         click.echo(_summary(conn, found))
-    code = 0
-    if check:
-        # The code `up` would answer with: 6 for what needs a person, 3 for work it does alone.
-        if found.changed or found.out_of_order:
-            code = EXIT_INVALID
-        elif found.needs_attention:
-            code = EXIT_NEEDS_ATTENTION
-        elif found.pending or found.interrupted:
-            code = EXIT_PENDING
+    code = found.check_code() if check else 0
     _finish(state, {"command": "status", **_target(conn), **found.to_dict()}, code)
 
 

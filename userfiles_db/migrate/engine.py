@@ -36,6 +36,8 @@ from userfiles_db.migrate import history as hist
 from userfiles_db.migrate.context import Progress, Reporter, RunContext, running
 from userfiles_db.migrate.discovery import Migration
 from userfiles_db.migrate.errors import (
+    EXIT_OK,
+    EXIT_PENDING,
     ConfigError,
     InterruptedMigration,
     InvalidHistory,
@@ -167,10 +169,16 @@ class Status:
     def pending(self) -> list[Entry]:
         return self._with("pending")
 
-    @property
-    def needs_attention(self) -> list[Entry]:
-        """Interrupted migrations the next ``up`` will not resume by itself (exit 6)."""
-        return [e for e in self.interrupted if not _auto_resumable(e)]
+    def check_code(self) -> int:
+        """The exit code ``status --check`` gives: the one a plain ``up`` would refuse with
+        (4 an edited, missing or out-of-order migration, 6 one a person must look at), else 3
+        when ``up`` has work (pending, or interrupted migrations it resumes by itself), else 0.
+        One judgement, the one ``up`` makes, so the check can never disagree with it."""
+        try:
+            _check_history(self, allow_changed=False, allow_out_of_order=False, resume=False)
+        except MigrationError as refused:
+            return refused.exit_code
+        return EXIT_PENDING if self.pending or self.interrupted else EXIT_OK
 
     @property
     def interrupted(self) -> list[Entry]:
