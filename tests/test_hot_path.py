@@ -114,7 +114,7 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     else:
         doc["expires_at"] = _date(draw(_moments), draw(_styles))
     if draw(st.integers(min_value=0, max_value=9)) == 0:
-        doc["origin"] = "generated"  # not a canonical field: the general path
+        doc["origin"] = "generated"  # a canonical field: stays on the fast path
     if draw(st.integers(min_value=0, max_value=9)) == 0:
         doc["uploaded_at"] = doc.pop("created_at")  # legacy names
     if draw(st.integers(min_value=0, max_value=19)) == 0:
@@ -215,3 +215,17 @@ def test_a_driver_error_reaches_the_plan_translated() -> None:
             await run_async(Failing(0), _plan([]), timeout=1)
 
     asyncio.run(main())
+
+
+def test_generated_files_keep_the_fast_path() -> None:
+    """``origin`` is a canonical field (review: one generated record sent the whole list down the
+    general path); the fast listing still equals the general rules."""
+    now = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    docs = [
+        {"_id": n, "file_id": f"f{n}", "user_id": 1, "filename": "a", "file_type": "csv",
+         "file_path": "/p", "size": 1, "created_at": dt.datetime(2025, 12, n + 1),
+         "expires_at": None, **({"origin": "generated"} if n % 2 else {})}
+        for n in range(6)
+    ]  # fmt: skip
+    general = [record for record, _ in newest_first(copy.deepcopy(docs), LegacyTime.named("UTC"))]
+    assert live_newest_first(copy.deepcopy(docs), now, LegacyTime.named("UTC")) == general

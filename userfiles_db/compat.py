@@ -33,13 +33,13 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from userfiles_db.disk import remove_record_files
 from userfiles_db.errors import ConfigurationError, DatabaseUnavailable, SaveIncomplete, UserFilesError
+from userfiles_db.records import ORIGINS, origin_of
 from userfiles_db.store import AsyncUserFiles
 
 logger = logging.getLogger("userfiles_db.compat")
 
 DEFAULT_ROOT = "/tmp/bot_code_interpreter/user_files"
 LEGACY_TIMEZONE_ENV = "USERFILES_LEGACY_TIMEZONE"
-ORIGINS = ("upload", "generated")
 UNAVAILABLE = "the file database is unavailable right now"
 
 
@@ -127,7 +127,7 @@ def bot_view(record: Mapping[str, Any]) -> dict[str, Any]:
     it. ``size`` and ``created_at`` stay canonical (an int, an aware UTC datetime).
     """
     view = dict(record)
-    view.setdefault("origin", "upload")
+    view["origin"] = origin_of(view)
     if "size" in view:
         view["file_size"] = view["size"]
     view["uploaded_at"] = _local_string(view.get("created_at"))
@@ -219,7 +219,7 @@ class UserFilesMixin:
         """How many live records of ``origin`` the user has (the upload message's "N/MAX": the
         limit holds per origin)."""
         files = await self.user_files.get_user_files(user_id)
-        return sum(1 for f in files if f.get("origin", "upload") == origin)
+        return sum(1 for f in files if origin_of(f) == origin)
 
     # -- writes ----------------------------------------------------------------------------------
 

@@ -471,8 +471,11 @@ def as_utc(value: Any) -> Any:
 _OLDEST = dt.datetime.min.replace(tzinfo=UTC)
 _MISSING = object()
 _CANONICAL_FIELDS = frozenset(
-    {"_id", "file_id", "user_id", "filename", "file_type", "file_path", "size", "created_at", "expires_at"}
-)
+    {
+        "_id", "file_id", "user_id", "filename", "file_type", "file_path", "size", "created_at",
+        "expires_at", "origin",  # origin: a plain string, so a generated file keeps the fast path
+    }
+)  # fmt: skip
 
 
 def normalize(document: Mapping[str, Any], legacy: LegacyTime) -> dict[str, Any]:
