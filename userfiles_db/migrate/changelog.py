@@ -43,30 +43,30 @@ class ChangelogConflict(LockLost):
     so this one no longer holds the lock (exit code 1); it stops."""
 
 
+def tool_settings(majority_timeout: float = DEFAULT_MAJORITY_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """How the tool reads and writes its own state, whatever the client's URI says: on the primary,
+    majority read concern, ``w: majority`` bounded by ``majority_timeout`` (at least 1 ms: a
+    ``wtimeout`` of 0 would mean no bound at all). The keyword arguments of ``get_collection``,
+    ``get_database`` and ``start_transaction``."""
+    return {
+        "read_preference": ReadPreference.PRIMARY,
+        "read_concern": ReadConcern("majority"),
+        "write_concern": WriteConcern("majority", wtimeout=max(int(majority_timeout * 1000), 1)),
+    }
+
+
 def tool_collection(
     db: Database[Any], name: str, majority_timeout: float = DEFAULT_MAJORITY_TIMEOUT_SECONDS
 ) -> Collection[Any]:
-    """``db[name]`` read on the primary with majority read concern and written with
-    ``w: majority`` (bounded by ``majority_timeout``), whatever the client's URI says."""
-    return db.get_collection(
-        name,
-        read_preference=ReadPreference.PRIMARY,
-        read_concern=ReadConcern("majority"),
-        write_concern=WriteConcern("majority", wtimeout=max(int(majority_timeout * 1000), 1)),
-    )
+    """``db[name]`` with ``tool_settings``."""
+    return db.get_collection(name, **tool_settings(majority_timeout))
 
 
 def tool_database(
     db: Database[Any], majority_timeout: float = DEFAULT_MAJORITY_TIMEOUT_SECONDS
 ) -> Database[Any]:
-    """``db`` with the same primary / majority settings (what migrations are given)."""
-    return db.client.get_database(
-        db.name,
-        codec_options=db.codec_options,
-        read_preference=ReadPreference.PRIMARY,
-        read_concern=ReadConcern("majority"),
-        write_concern=WriteConcern("majority", wtimeout=max(int(majority_timeout * 1000), 1)),
-    )
+    """``db`` with ``tool_settings`` (what migrations are given)."""
+    return db.client.get_database(db.name, codec_options=db.codec_options, **tool_settings(majority_timeout))
 
 
 Expect = dict[str, Any] | None  # the record's (state, run_id) a write replaces; None: no record

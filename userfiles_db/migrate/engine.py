@@ -23,12 +23,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from pymongo import ReadPreference
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import PyMongoError, WTimeoutError
-from pymongo.read_concern import ReadConcern
-from pymongo.write_concern import WriteConcern
 
 from userfiles_db.clock import Clock, read_clock, utc_now
 from userfiles_db.migrate import changelog as log
@@ -511,13 +508,10 @@ class Runner:
             return
 
         def attempt() -> None:
-            with self.db.client.start_session() as session, session.start_transaction(
-                read_concern=ReadConcern("majority"),
-                write_concern=WriteConcern(
-                    "majority", wtimeout=int(self.options.majority_timeout_seconds * 1000)
-                ),
-                read_preference=ReadPreference.PRIMARY,
-            ):  # fmt: skip
+            with (
+                self.db.client.start_session() as session,
+                session.start_transaction(**log.tool_settings(self.options.majority_timeout_seconds)),
+            ):
                 lock.check(session=session)
                 write(session)
 
@@ -550,13 +544,7 @@ class Runner:
         assert self._lock is not None
         with (
             self.db.client.start_session() as session,
-            session.start_transaction(
-                read_concern=ReadConcern("majority"),
-                write_concern=WriteConcern(
-                    "majority", wtimeout=int(self.options.majority_timeout_seconds * 1000)
-                ),
-                read_preference=ReadPreference.PRIMARY,
-            ),
+            session.start_transaction(**log.tool_settings(self.options.majority_timeout_seconds)),
             running(self._context(session=session)),
         ):
             self._lock.check(session=session)
