@@ -20,7 +20,7 @@ from tests.migration_fixtures import legacy_record
 from userfiles_db import UserFiles
 from userfiles_db.clock import UTC
 from userfiles_db.migrate.steps import convert_legacy_records
-from userfiles_db.records import LegacyTime, is_live, may_be_live, parse_iso
+from userfiles_db.records import LegacyTime, is_live, parse_iso
 
 USER = 10**17 + 7
 
@@ -172,11 +172,8 @@ def test_the_bots_writer_strings_are_local_time_of_the_calling_process(
     assert read["created_at"] == parse_iso(stored["uploaded_at"]).replace(tzinfo=UTC)  # type: ignore[union-attr]
 
 
-def test_may_be_live_keeps_what_is_not_surely_expired() -> None:
+def test_an_ambiguous_expiry_is_not_shown_as_live_once_one_reading_passed() -> None:
     zone = LegacyTime.named("America/New_York")
     between = dt.datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
-    assert may_be_live({"expires_at": AMBIGUOUS}, between, zone)  # kept by a file clean-up ...
-    assert not is_live({"expires_at": AMBIGUOUS}, between, zone)  # ... yet not shown as live
-    assert may_be_live({"expires_at": "soon"}, between, zone)
-    assert not may_be_live({"expires_at": "2026-11-01T00:00:00"}, between, zone)
-    assert may_be_live({"expires_at": None}, between, zone)
+    assert not is_live({"expires_at": AMBIGUOUS}, between, zone)
+    assert is_live({"expires_at": None}, between, zone)

@@ -314,10 +314,6 @@ def _progress(label: str, done: int, total: int) -> None:
         click.echo("", err=True)
 
 
-def _report(line: str) -> None:
-    _output().line(line)
-
-
 def _runner(conn: Connection) -> Runner:
     out = _output()
     return Runner(conn.db, conn.migrations, conn.settings.engine, report=out.report, progress=out.progress)

@@ -99,9 +99,6 @@ def _parse_count(value: object, source: str) -> int:
     return value
 
 
-_parse_max_files = _parse_count
-
-
 def _parse_timeout(value: object, source: str) -> float:
     if isinstance(value, str):
         try:
@@ -130,10 +127,6 @@ def _parse_write_shape(value: object, source: str) -> WriteShape:
         if text == shape:
             return shape
     raise ConfigurationError(f"{source} must be 'canonical' or 'legacy', got {value!r}")
-
-
-def _parse_optional_count(value: object, source: str) -> int | None:
-    return _parse_count(value, source)
 
 
 def resolve_settings(
@@ -172,7 +165,7 @@ def resolve_settings(
             max_generated_files_per_user,
             "max_generated_files_per_user",
             MAX_GENERATED_ENV,
-            _parse_optional_count,
+            _parse_count,
             None,
         ),
         timeout_seconds=resolve(

@@ -194,14 +194,6 @@ def is_live(document: Mapping[str, Any], now: dt.datetime, legacy: LegacyTime) -
     return reading is not None and reading.earliest > now
 
 
-def may_be_live(document: Mapping[str, Any], now: dt.datetime, legacy: LegacyTime) -> bool:
-    """For clean-ups that remove files (the sweep): a document ``live_filter`` matched is kept
-    unless its legacy string ``expires_at`` is surely past (ambiguous and unreadable ones are
-    kept). The opposite side of ``is_live``, which readers use."""
-    expires = document.get("expires_at")
-    return not isinstance(expires, str) or not surely_expired(expires, now, legacy)
-
-
 def expired_filter(now: dt.datetime) -> dict[str, Any]:
     """Records whose date ``expires_at`` is at or before ``now`` (strings: see ``expired_strings``)."""
     return {"expires_at": {"$lte": now}}

@@ -26,7 +26,6 @@ from userfiles_db.migrate.retry import RetryTimeout, retry_transient
 from userfiles_db.records import as_utc
 
 DEFAULT_COLLECTION = "migrations_history"
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 # Event names (the ``event`` field).
 RUN_STARTED = "run_started"

@@ -282,8 +282,3 @@ def release_lock(db: Database[Any], collection: str, *, force: bool = False) -> 
         "the lease) or died less than a lease ago, in which case the lease expires on its own. "
         "`unlock --force` releases it anyway: the holder then stops at its next check."
     )
-
-
-def force_unlock(db: Database[Any], collection: str) -> dict[str, Any] | None:
-    """Delete the lock whoever holds it; return what it was (``None`` if there was none)."""
-    return release_lock(db, collection, force=True)
