@@ -34,6 +34,11 @@ def read_clock(clock: Clock) -> dt.datetime:
     Raises ``TypeError`` when the clock returns anything but an aware datetime: a naive "now" is
     exactly the bug this package exists to remove.
     """
+    if clock is utc_now:
+        # The default clock is aware UTC by construction: no checks, and truncated to BSON's
+        # milliseconds by subtraction (cheaper than replace(): this runs on every store call).
+        now = dt.datetime.now(UTC)
+        return now - dt.timedelta(0, 0, now.microsecond % 1000)
     now = clock()
     if not isinstance(now, dt.datetime) or now.tzinfo is None or now.utcoffset() is None:
         raise TypeError(f"clock() must return an aware datetime, got {now!r}")

@@ -23,7 +23,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from userfiles_db import records
-from userfiles_db.clock import UTC, Clock, read_clock, utc_now
+from userfiles_db.clock import Clock, read_clock
 from userfiles_db.config import Settings
 from userfiles_db.errors import (
     ConfigurationError,
@@ -263,11 +263,6 @@ class FileOps:
         self._legacy_refused = False  # the strict validator refused the last legacy-shaped write
 
     def now(self) -> dt.datetime:
-        if self.clock is utc_now:
-            # read_clock(utc_now) without its checks (the default clock is aware UTC by
-            # construction): truncated to BSON's milliseconds by subtraction, not replace().
-            now = dt.datetime.now(UTC)
-            return now - dt.timedelta(0, 0, now.microsecond % 1000)
         return read_clock(self.clock)
 
     def _live(self, now: dt.datetime) -> dict[str, Any]:
