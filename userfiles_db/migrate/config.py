@@ -24,6 +24,7 @@ import yaml
 
 from userfiles_db.migrate.engine import TRANSACTION_MODES, EngineOptions
 from userfiles_db.migrate.errors import ConfigError
+from userfiles_db.safe_yaml import strict_yaml
 from userfiles_db.schema import package_data
 
 DEFAULT_DB = "chatgpt_discord_bot"
@@ -123,6 +124,7 @@ SETTINGS: dict[str, Parser] = {
     "uri": _text,
     "db": _db_name,
     "migrations": _text,
+    "schema": _text,
     "embedded": _flag,
     "server_timeout_seconds": _seconds,
     "changelog_collection": _collection_name,
@@ -166,6 +168,7 @@ class Settings:
     config_file: Path | None = None
     project_dir: Path = field(default_factory=Path.cwd)  # the config file's directory, else cwd
     uri_database: str | None = None  # the database named in the URI's path (ignored)
+    schema: Path | None = None  # the schema directory; None: the bundled schema/
     sources: dict[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
     @property
@@ -273,27 +276,6 @@ def check_uri(uri: str, where: str) -> None:
 # ---------------------------------------------------------------- config files
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` without aliases: settings never need them, and an alias bomb (a
-    billion laughs) expands into gigabytes from a few lines."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise yaml.YAMLError(f"line {mark.line + 1}: aliases (*name) are not allowed in settings")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        # A key given twice silently keeps the last value: refuse it instead.
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: {key!r} is given twice")
-            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_text(path: Path) -> str:
     try:
         size = path.stat().st_size
@@ -314,7 +296,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"config file {str(path)!r} has no [tool.{PYPROJECT_TABLE}] table")
         return _check_keys(table, path)
     try:
-        raw = yaml.load(_read_text(path), Loader=_NoAliasLoader)  # a SafeLoader, without aliases
+        raw = strict_yaml(_read_text(path))  # a SafeLoader, without aliases or repeated keys
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     except RecursionError:  # [[[[...: 64 KiB of nesting outruns the parser's recursion
@@ -409,6 +391,7 @@ def resolve(
     config: str | None = None,
     migrations: str | None = None,
     embedded: bool | None = None,
+    schema: str | None = None,
     environ: Mapping[str, str],
     cwd: Path,
 ) -> Settings:
@@ -428,7 +411,9 @@ def resolve(
         path = find_config(cwd)
     file = read_config_file(path) if path is not None else {}
     file_label = f"config file {str(path)!r}"
-    flags: dict[str, object] = {"uri": uri, "db": db, "migrations": migrations, "embedded": embedded}
+    flags: dict[str, object] = {
+        "uri": uri, "db": db, "migrations": migrations, "embedded": embedded, "schema": schema,
+    }  # fmt: skip
     envs: dict[str, tuple[str, ...]] = {"uri": (env_name("uri"), URI_ENV), "db": (env_name("db"), DB_ENV)}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -467,14 +452,19 @@ def resolve(
             "for: choose one"
         )
     project_dir = path.parent if path is not None else cwd
+
+    def directory(setting: str) -> Path | None:
+        # Relative to the config file when it came from there, else to the working directory.
+        given = values.get(setting)
+        if given is None:
+            return None
+        path = Path(given)
+        if not path.is_absolute():
+            path = (project_dir if sources[setting] == file_label else cwd) / path
+        return path
+
     folder = values.get("migrations")
-    if folder is None:
-        migrations_dir = bundled_migrations()
-    else:
-        migrations_dir = Path(folder)
-        if not migrations_dir.is_absolute():
-            base = project_dir if sources["migrations"] == file_label else cwd
-            migrations_dir = base / migrations_dir  # relative to the config file
+    migrations_dir = directory("migrations") or bundled_migrations()
     engine_values = {k: values[k] for k in ENGINE_KEYS if k in values}
     engine = EngineOptions(**engine_values, migration_options=chosen_options)
     return Settings(
@@ -489,6 +479,7 @@ def resolve(
         project_dir=project_dir,
         uri_database=uri_database(chosen_uri) if chosen_uri else None,
         sources=sources,
+        schema=directory("schema"),
     )
 
 

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -145,8 +146,11 @@ def down(db: Any) -> None:
 '''
 
 
-def new_migration(directory: str | Path, slug: str, created: str) -> Path:
-    """Create ``NNNN_slug.py`` from the template, numbered after the highest existing one."""
+def new_migration(
+    directory: str | Path, slug: str, created: str, render: Callable[[str], str] | None = None
+) -> Path:
+    """Create ``NNNN_slug.py`` numbered after the highest existing one: the template, or what
+    ``render`` returns for its id (``new --autogenerate``)."""
     if not SLUG.match(slug):
         raise ConfigError(f"slug {slug!r}: use lower-case letters, digits and underscores")
     folder = Path(directory)
@@ -159,8 +163,9 @@ def new_migration(directory: str | Path, slug: str, created: str) -> Path:
         stem = f"{number:04d}_{slug}"
         path = folder / f"{stem}.py"
         title = slug.replace("_", " ").capitalize() + "."
+        text = render(stem) if render else TEMPLATE.format(title=title, id=stem, created=created)
         with path.open("x", encoding="utf-8") as file:  # never overwrite an existing migration
-            file.write(TEMPLATE.format(title=title, id=stem, created=created))
+            file.write(text)
     except OSError as exc:
         raise ConfigError(f"cannot create a migration in {str(folder)!r}: {exc.strerror or exc}") from None
     return path

@@ -643,28 +643,43 @@ class Runner:
         """
         last = _target_index(self.migrations, target)
         if dry_run:
-            # Read-only: no lock, no changelog, no history; history is checked as a real run would.
-            result = RunResult(self.run_id)
-            found = status(self.db, self.migrations, self.options)
-            _check_history(found, allow_changed=allow_changed, allow_out_of_order=allow_out_of_order,
-                           resume=resume)  # fmt: skip
-            if allow_changed:  # what `up --accept-changed` would record (a changelog write)
-                result.accepted_checksums = [e.id for e in found.changed]
-            states = {e.id: e.state for e in found.entries}
-            # One read-only database for the whole dry run: each migration is previewed against
-            # the state the earlier pending ones would leave (its plan overlays the live state).
-            preview = ReadOnlyDatabase(self.mdb)
-            for migration in self.migrations[: last + 1]:
-                if states.get(migration.id) != log.APPLIED:
-                    self._use_transaction(migration)  # `transactions: always` on a standalone fails here too
-                    result.planned[migration.id] = self._plan_one(migration, preview)
-            return result
+            return self.preview(
+                target, allow_changed=allow_changed, allow_out_of_order=allow_out_of_order, resume=resume
+            )[0]
         return self._run(
             "up",
             lambda result: self._up_locked(last, result, allow_changed, allow_out_of_order, resume),
             target=target,
             resume=resume or None,
         )
+
+    def preview(
+        self,
+        target: str | None = None,
+        *,
+        allow_changed: bool = False,
+        allow_out_of_order: bool = False,
+        resume: bool = False,
+    ) -> tuple[RunResult, ReadOnlyDatabase]:
+        """``up --dry-run``: what each pending migration would send, and the read-only database
+        whose overlay holds the state they would leave. Read-only: no lock, no changelog, no
+        history; the history is checked as a real run would check it."""
+        last = _target_index(self.migrations, target)
+        result = RunResult(self.run_id)
+        found = status(self.db, self.migrations, self.options)
+        _check_history(found, allow_changed=allow_changed, allow_out_of_order=allow_out_of_order,
+                       resume=resume)  # fmt: skip
+        if allow_changed:  # what `up --accept-changed` would record (a changelog write)
+            result.accepted_checksums = [e.id for e in found.changed]
+        states = {e.id: e.state for e in found.entries}
+        # One read-only database for the whole dry run: each migration is previewed against
+        # the state the earlier pending ones would leave (its plan overlays the live state).
+        preview = ReadOnlyDatabase(self.mdb)
+        for migration in self.migrations[: last + 1]:
+            if states.get(migration.id) != log.APPLIED:
+                self._use_transaction(migration)  # `transactions: always` on a standalone fails here too
+                result.planned[migration.id] = self._plan_one(migration, preview)
+        return result, preview
 
     def _up_locked(
         self, last: int, result: RunResult, allow_changed: bool, allow_out_of_order: bool, resume: bool

@@ -30,7 +30,7 @@ from userfiles_db.clock import utc_now
 from userfiles_db.migrate.context import context
 from userfiles_db.migrate.errors import MigrationError, SchemaStepConflict
 from userfiles_db.migrate.retry import retry_transient
-from userfiles_db.schema import CollectionSchema, IndexSpec
+from userfiles_db.schema import CollectionOptions, CollectionSchema, IndexSpec, server_capped_size
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -271,15 +271,30 @@ class ReadOnlyDatabase:
             self._exists[name] = info is not None
         return self._planned[name]
 
-    def plan_collection(self, name: str) -> None:
+    def plan_collection(self, name: str, options: dict[str, Any] | None = None) -> None:
+        """Record collection ``name`` as created (with ``create_collection``'s ``options``)."""
         state = self._state(name)
         if not self._exists[name]:
             self._exists[name] = True
             state.indexes = {"_id_": {"v": 2, "key": [("_id", 1)]}}
+            state.options = _created_options(options or {})
+            state.updates = []
+
+    def plan_drop_collection(self, name: str) -> None:
+        state = self._state(name)
+        self._exists[name] = False
+        state.options, state.indexes, state.updates = {}, {}, []
 
     def plan_options(self, name: str, **options: Any) -> None:
         self.plan_collection(name)
         self._state(name).options.update(options)
+
+    def planned_collections(self) -> list[str]:
+        """The collections the planned steps change (create, drop, options, indexes, data)."""
+        return sorted(self._planned)
+
+    def collection_options(self, name: str) -> dict[str, Any]:
+        return self._state(name).options
 
     def plan_index(self, name: str, spec: IndexSpec | None, drop: str | None = None) -> None:
         """Record ``spec`` as created (or replacing the index of its name); ``drop`` an index."""
@@ -330,6 +345,17 @@ class ReadOnlyDatabase:
 AnyDatabase = Database[Any] | ReadOnlyDatabase
 
 
+def _created_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``listCollections``' options of a collection created with ``options`` (the server's
+    rounding of a capped size; a clustered index's full description)."""
+    created = copy.deepcopy(options)
+    if created.get("capped"):
+        created["size"] = server_capped_size(int(created["size"]))
+    if "clusteredIndex" in created:
+        created["clusteredIndex"] = {"v": 2, "key": {"_id": 1}, "name": "_id_", "unique": True}
+    return created
+
+
 def real_database(db: AnyDatabase) -> Database[Any]:
     return db.real if isinstance(db, ReadOnlyDatabase) else db
 
@@ -354,14 +380,14 @@ def _live_collection_info(db: Database[Any], name: str) -> dict[str, Any] | None
     return dict(found[0]) if found else None
 
 
-def _collection_info(db: AnyDatabase, name: str) -> dict[str, Any] | None:
+def collection_info(db: AnyDatabase, name: str) -> dict[str, Any] | None:
     """``name``'s ``listCollections`` entry, as the dry run's plan leaves it in a dry run."""
     if isinstance(db, ReadOnlyDatabase):
         return db.collection_info(name)
     return _live_collection_info(db, name)
 
 
-def _index_information(db: AnyDatabase, name: str) -> dict[str, Any]:
+def index_information(db: AnyDatabase, name: str) -> dict[str, Any]:
     if isinstance(db, ReadOnlyDatabase):
         return db.index_information(name)
     return dict(db[name].index_information())
@@ -401,20 +427,104 @@ def server_version(db: Database[Any]) -> tuple[int, ...]:
 
 
 @_through_failovers
-def ensure_collection(db: AnyDatabase, name: str) -> str:
-    """Create collection ``name`` unless it exists."""
+def ensure_collection(db: AnyDatabase, name: str, options: CollectionOptions | None = None) -> str:
+    """Create collection ``name`` unless it exists, with ``options`` (collation, capped,
+    clustered). MongoDB fixes those at creation: an existing collection whose options differ
+    raises ``SchemaStepConflict`` (nothing is changed), except a clustered collection's TTL,
+    which ``collMod`` changes in place."""
     db = _view(db)
     real = real_database(db)
-    if _collection_info(db, name) is not None:
-        return "exists"
+    wanted = options or CollectionOptions()
+    info = collection_info(db, name)
+    if info is not None:
+        if options is None:
+            return "exists"
+        return _align_collection(db, name, wanted, info.get("options", {}))
+    create = wanted.create_options()
+    what = f"create collection {name}" + (f" {create}" if create else "")
     if isinstance(db, ReadOnlyDatabase):
-        context().plan(f"create collection {name}")
-        db.plan_collection(name)
+        context().plan(what)
+        db.plan_collection(name, create)
         return "would create"
     context().fence()
-    real.create_collection(name)
-    _say(f"created collection {name}")
+    real.create_collection(name, **create)
+    _say(what)
     return "created"
+
+
+def _align_collection(db: AnyDatabase, name: str, wanted: CollectionOptions, live: dict[str, Any]) -> str:
+    from userfiles_db.migrate.drift import option_differences
+
+    differences = option_differences(wanted, live)
+    fixed = [d for d in differences if d[0] != "expireAfterSeconds"]
+    if fixed:
+        shown = "; ".join(f"{option}: declared {want!r}, live {have!r}" for option, want, have in fixed)
+        raise SchemaStepConflict(
+            f"{name}: collection options are fixed when a collection is created ({shown}). "
+            "Changing them means copying the records into a new collection: do it by hand"
+        )
+    if not differences:
+        return "exists"
+    if not live.get("clusteredIndex"):  # option_differences reported clustered too otherwise
+        raise SchemaStepConflict(f"{name}: a collection TTL needs a clustered collection")
+    ttl = wanted.expire_after_seconds
+    what = f"collMod {name}: expireAfterSeconds {live.get('expireAfterSeconds')} -> {ttl} (in place)"
+    if isinstance(db, ReadOnlyDatabase):
+        context().plan(what)
+        db.plan_options(name, expireAfterSeconds="off" if ttl is None else ttl)
+        if ttl is None:
+            db.collection_options(name).pop("expireAfterSeconds", None)
+        return "would change"
+    context().fence()
+    real_database(db).command("collMod", name, expireAfterSeconds="off" if ttl is None else ttl)
+    _say(what)
+    return "changed"
+
+
+@_through_failovers
+def drop_index(db: AnyDatabase, name: str, index: str) -> str:
+    """Drop index ``index`` of collection ``name`` if it exists (no record is lost)."""
+    db = _view(db)
+    if index == "_id_":
+        raise MigrationError(f"{name}: the _id_ index cannot be dropped")
+    if collection_info(db, name) is None or index not in index_information(db, name):
+        return "absent"
+    what = f"drop index {index} on {name}"
+    if isinstance(db, ReadOnlyDatabase):
+        context().plan(what)
+        db.plan_index(name, None, drop=index)
+        return "would drop"
+    context().fence()
+    real_database(db)[name].drop_index(index)
+    _say(what)
+    return "dropped"
+
+
+@_through_failovers
+def drop_collection_if_empty(db: AnyDatabase, name: str) -> str:
+    """Drop collection ``name`` when it holds no record (what undoing its creation means);
+    a collection with records is kept, and said so: a down migration never drops data."""
+    db = _view(db)
+    if collection_info(db, name) is None:
+        return "absent"
+    records = _count(db, name, {})
+    if records:
+        _say(f"kept collection {name}: it holds {records} record(s), which a migration never drops")
+        return "kept"
+    what = f"drop collection {name} (empty)"
+    if isinstance(db, ReadOnlyDatabase):
+        context().plan(what)
+        db.plan_drop_collection(name)
+        return "would drop"
+    context().fence()
+    real = real_database(db)
+    # Dropped only if still empty: a record written meanwhile keeps it (checked again, then dropped).
+    if real[name].find_one({}, {"_id": 1}) is not None:
+        _say(f"kept collection {name}: a record was written meanwhile")
+        return "kept"
+    real.drop_collection(name)
+    _say(what)
+    return "dropped"
 
 
 @_through_failovers
@@ -427,7 +537,7 @@ def ensure_validator(
     """
     db = _view(db)
     real = real_database(db)
-    info = _collection_info(db, name)
+    info = collection_info(db, name)
     if info is None and not _dry(db):
         raise MigrationError(f"collection {name} does not exist; ensure_collection first")
     options = (info or {}).get("options", {})
@@ -454,7 +564,7 @@ def remove_validator(db: AnyDatabase, name: str) -> str:
     """Drop collection ``name``'s validator (``collMod`` with an empty one)."""
     db = _view(db)
     real = real_database(db)
-    info = _collection_info(db, name)
+    info = collection_info(db, name)
     if info is None or not info.get("options", {}).get("validator"):
         return "unchanged"
     if isinstance(db, ReadOnlyDatabase):
@@ -525,7 +635,7 @@ def ensure_index(db: AnyDatabase, name: str, spec: IndexSpec, *, allow_rebuild: 
     if allow_rebuild is None:
         allow_rebuild = bool(ctx.option("allow_index_rebuild", False))
     collection = real[name]
-    indexes = _index_information(db, name)
+    indexes = index_information(db, name)
     current = indexes.get(spec.name)
     want_key = list(spec.keys)
     if current is None:
