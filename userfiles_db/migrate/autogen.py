@@ -198,50 +198,61 @@ def _manual_index(subject: str, reason: str, statements: list[str]) -> Action:
     return Action(subject, tuple(statements), manual=reason)
 
 
+def _keys(spec: IndexSpec) -> list[list[Any]]:
+    return [[f, d] for f, d in spec.keys]
+
+
 def _index_actions(change: CollectionChange, before: LiveCollection, after: CollectionSchema) -> None:
-    name = literal(after.collection)
+    """Index changes in two phases, as the server needs them: every drop first, then every
+    build (two indexes may not share keys, so keys that move to another name are freed first).
+    ``down`` undoes them in reverse: the new indexes dropped, then the old ones built again."""
+    coll = after.collection
+    name = literal(coll)
     declared = {spec.name: spec for spec in after.indexes}
-    drops: list[Action] = []
-    creates: list[Action] = []
+    drops: list[tuple[str, Action]] = []  # (index dropped, action)
+    creates: list[tuple[IndexSpec, Action]] = []  # (index built, action)
+
+    def ensure(spec: IndexSpec) -> str:
+        return _call("steps.ensure_index", "db", name, _spec(spec))
+
+    def drop(index: str) -> str:
+        return _call("steps.drop_index", "db", name, literal(index))
+
+    # A unique index renamed (same keys, another name): never dropped by a generated step, or the
+    # collection would be left without the constraint it declares (see the manual build below).
+    renamed_unique = {
+        other: spec.name
+        for spec in after.indexes
+        if spec.unique and spec.name not in before.indexes
+        for other in set(before.indexes) - set(declared)
+        if before.indexes[other]["key"] == _keys(spec) and before.indexes[other].get("unique")
+    }
     for index in sorted(set(before.indexes) - set(declared)):
         old = before.spec(index)
-        subject = f"{after.collection} index {index}"
-        drop = _call("steps.drop_index", "db", name, literal(index))
-        if old is None:
-            drops.append(
-                Action(
-                    subject,
-                    (drop,),
-                    note=(
-                        f"down cannot re-create {index} (options a schema cannot declare: "
-                        f"{before.indexes[index]}); re-create it by hand if you undo this migration"
-                    ),
-                )
+        subject = f"{coll} index {index}"
+        if index in renamed_unique:
+            reason = f"the unique index {index} is renamed {renamed_unique[index]}: see that index"
+            drops.append((index, _manual_index(subject, reason, [drop(index)])))
+        elif old is None:
+            note: str | None = (
+                f"down cannot re-create {index} (options a schema cannot declare: "
+                f"{before.indexes[index]}); re-create it by hand if you undo this migration"
             )
+            drops.append((index, Action(subject, (drop(index),), note=note)))
         else:
-            drops.append(Action(subject, (drop,), (_call("steps.ensure_index", "db", name, _spec(old)),)))
+            drops.append((index, Action(subject, (drop(index),), (ensure(old),))))
     for index, spec in declared.items():
-        subject = f"{after.collection} index {index}"
-        create = _call("steps.ensure_index", "db", name, _spec(spec))
-        undo_create = _call("steps.drop_index", "db", name, literal(index))
+        subject = f"{coll} index {index}"
         have = before.indexes.get(index)
+        old = before.spec(index)
         if have is None:
-            renamed = [
-                other
-                for other in set(before.indexes) - set(declared)
-                if before.indexes[other]["key"] == [[f, d] for f, d in spec.keys]
-            ]
-            if spec.unique and renamed and before.indexes[renamed[0]].get("unique"):
-                creates.append(
-                    _manual_index(
-                        subject,
-                        (
-                            f"the unique index {renamed[0]} is renamed {index}: the old one must be dropped "
-                            "before the new one can be built, and records written meanwhile may duplicate"
-                        ),
-                        [create],
-                    )
+            if spec.unique and index in renamed_unique.values():
+                reason = (
+                    f"a unique index renamed {index}: the old one must be dropped before this one "
+                    "can be built (the same keys), and records written meanwhile may duplicate"
                 )
+                old_names = [o for o, n in renamed_unique.items() if n == index]
+                creates.append((spec, _manual_index(subject, reason, [drop(old_names[0]), ensure(spec)])))
                 continue
             note = None
             if spec.unique:
@@ -249,40 +260,24 @@ def _index_actions(change: CollectionChange, before: LiveCollection, after: Coll
                     f"a unique index over existing records: if any duplicate {dict(spec.keys)}, the "
                     "build fails and the migration is recorded failed (nothing is dropped)"
                 )
-            creates.append(Action(subject, (create,), (undo_create,), note=note))
+            creates.append((spec, Action(subject, (ensure(spec),), (drop(index),), note=note)))
             continue
-        old = before.spec(index)
-        same_keys = have["key"] == [[f, d] for f, d in spec.keys]
         if old == spec:
             continue
+        same_keys = have["key"] == _keys(spec)
         if old is not None and same_keys and old.unique == spec.unique:
             if spec.expire_after_seconds is not None:  # a TTL set or changed: collMod, in place
-                if old.expire_after_seconds is None:  # undone by a rebuild: collMod cannot remove a TTL
-                    undo_ttl = _rebuild(name, old)
-                else:
-                    undo_ttl = _call("steps.ensure_index", "db", name, _spec(old))
-                creates.append(Action(subject, (create,), (undo_ttl,)))
-                continue
-            # A TTL removed: collMod cannot, the index is rebuilt (dropped, built again).
-            if spec.unique:
-                creates.append(
-                    _manual_index(
-                        subject,
-                        (
-                            f"removing the TTL of the unique index {index} needs a rebuild: while it is "
-                            "dropped, records written may duplicate and the new build then fails"
-                        ),
-                        [_rebuild(name, spec)],
-                    )
+                # Undone by a rebuild when there was no TTL: collMod cannot remove one.
+                undo = _rebuild(name, old) if old.expire_after_seconds is None else ensure(old)
+                creates.append((spec, Action(subject, (ensure(spec),), (undo,))))
+            elif spec.unique:
+                reason = (
+                    f"removing the TTL of the unique index {index} needs a rebuild: while it is "
+                    "dropped, records written may duplicate and the new build then fails"
                 )
-            else:
-                creates.append(
-                    Action(
-                        subject,
-                        (_rebuild(name, spec),),
-                        (_call("steps.ensure_index", "db", name, _spec(old)),),
-                    )
-                )
+                creates.append((spec, _manual_index(subject, reason, [_rebuild(name, spec)])))
+            else:  # a TTL removed: the index is rebuilt (dropped, built again)
+                creates.append((spec, Action(subject, (_rebuild(name, spec),), (ensure(old),))))
             continue
         if spec.unique:
             reason = (
@@ -291,32 +286,37 @@ def _index_actions(change: CollectionChange, before: LiveCollection, after: Coll
                 else f"the unique index {index} changes its keys: the old one must be dropped first, "
                 "and the new build fails over existing duplicates, leaving neither"
             )
+            statements = [drop(index), ensure(spec)]
             creates.append(
-                _manual_index(
-                    subject,
-                    reason + "; check for duplicates, then run:",
-                    [
-                        _call("steps.drop_index", "db", name, literal(index)),
-                        create,
-                    ],
-                )
+                (spec, _manual_index(subject, reason + "; check for duplicates, then run:", statements))
             )
             continue
-        # Other keys, or unique dropped, or options a schema cannot declare: drop and build again.
-        undo: tuple[str, ...] = (undo_create,)
-        note = None
-        if old is not None:
-            undo += (_call("steps.ensure_index", "db", name, _spec(old)),)
+        # Other keys, unique dropped, or options a schema cannot declare: dropped, then built again.
+        if old is None:
+            note = f"down cannot re-create the old {index} ({have}); re-create it by hand if you undo this"
+            drops.append((index, Action(subject, (drop(index),), note=note)))
+        else:
+            warning = None
             if old.unique:
-                note = (
+                warning = (
                     f"down re-creates the unique index {index}: it fails if duplicates were written meanwhile"
                 )
-        else:
-            note = f"down cannot re-create the old {index} ({have}); re-create it by hand if you undo this"
-        creates.append(
-            Action(subject, (_call("steps.drop_index", "db", name, literal(index)), create), undo, note=note)
-        )
-    change.actions += drops + creates
+            drops.append((index, Action(subject, (drop(index),), (ensure(old),), note=warning)))
+        creates.append((spec, Action(subject, (ensure(spec),), (drop(index),))))
+    # A build whose keys an index left in place still holds would fail (code 85): left to a person.
+    left = {i: d["key"] for i, d in before.indexes.items()}
+    for index, action in drops:
+        if not action.manual:
+            left.pop(index, None)
+    for position, (spec, action) in enumerate(creates):
+        holders = [i for i, key in left.items() if key == _keys(spec) and i != spec.name]
+        if holders and not action.manual:
+            reason = (
+                f"its keys {dict(spec.keys)} are held by index {holders[0]}, which this migration "
+                "leaves in place (see above): build it once that one is dealt with"
+            )
+            creates[position] = (spec, _manual_index(action.subject, reason, list(action.up)))
+    change.actions += [action for _, action in drops] + [action for _, action in creates]
 
 
 def _rebuild(name: str, spec: IndexSpec) -> str:
@@ -400,17 +400,16 @@ def collection_change(
         return change
     differences = option_differences(after.options, before.options)
     fixed = [d for d in differences if d[0] != "expireAfterSeconds"]
-    if fixed:
-        shown = "; ".join(f"{option}: {have!r} -> {want!r}" for option, want, have in fixed)
+    for option, want, have in differences if fixed else []:  # a TTL cannot be set on the wrong kind either
         change.actions.append(
             Action(
-                f"{after.collection} options",
+                f"{after.collection} option {option}",
                 (_call("steps.ensure_collection", "db", name, _options(after.options)),),
-                manual=f"collection options are fixed when a collection is created ({shown}): copy the "
-                "records into a new collection by hand",
+                manual=f"collection options are fixed when a collection is created ({option}: {have!r} -> "
+                f"{want!r}): copy the records into a new collection by hand",
             )
         )
-    elif differences:  # a clustered collection's TTL: collMod, in place
+    if differences and not fixed:  # a clustered collection's TTL: collMod, in place
         change.actions.append(
             Action(
                 f"{after.collection} option expireAfterSeconds",
@@ -538,7 +537,9 @@ def render(
             if action.note:
                 body += _comment(f"Note: {action.note}")
             body += list(action.up)
-    lines += body or [f"{_INDENT}pass"]
+    if not any(not line.lstrip().startswith("#") for line in body):  # only manual steps: comments
+        body.append(f"{_INDENT}return None")
+    lines += body
     lines += ["", "", "def down(db: Any) -> None:"]
     body = []
     for change in reversed(changes):
