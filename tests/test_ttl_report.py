@@ -1,9 +1,10 @@
-"""The TTL health report (``ttl_report``) on the real server.
+"""The TTL health report (``ttl_report``, ``migrate.py ttl``) on the real server.
 
 The session server's monitor deletes expired records within a second or two. To see a backlog
 without racing it, the tests either measure against a ``now`` far ahead of the server's clock
-(records the server will not touch for hours count as overdue), or switch the monitor off for
-the test (``monitor_off``, always switched back on).
+(records the server will not touch for hours count as overdue), switch the monitor off for the
+test (``monitor_off``, always switched back on), or use a server of their own whose monitor
+sleeps an hour (``quiet_mongod``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,10 +21,12 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from click.testing import CliRunner, Result
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
+from userfiles_db.cli import State, cli
 from userfiles_db.clock import to_bson_time
 from userfiles_db.local_server import LocalMongod
 from userfiles_db.migrate.ttl import Monitor, Overdue, TTLIndex, ttl_report
@@ -40,6 +44,11 @@ def ttl_metrics(client: MongoClient[dict[str, Any]]) -> tuple[int, int]:
     return int(ttl["passes"]), int(ttl["deletedDocuments"])
 
 
+def invoke(uri: str, db: str, cwd: Path, *args: str) -> Result:
+    state = State(environ={"MONGODB_URI": uri, "MONGODB_DB": db}, cwd=cwd)
+    return CliRunner().invoke(cli, ["ttl", *args], obj=state, catch_exceptions=False)
+
+
 @pytest.fixture
 def monitor_off(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[None]:
     """The session server's TTL monitor switched off for one test, and always back on."""
@@ -50,6 +59,21 @@ def monitor_off(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[None]:
         yield
     finally:
         admin.command("setParameter", 1, ttlMonitorEnabled=True)
+
+
+@pytest.fixture(scope="module")
+def quiet_mongod() -> Iterator[LocalMongod]:
+    """A server whose TTL monitor is enabled but sleeps an hour: overdue records stay put."""
+    with LocalMongod(ttl_monitor_sleep_secs=3600) as server:
+        yield server
+
+
+@pytest.fixture
+def quiet_db(quiet_mongod: LocalMongod) -> Iterator[Database[Any]]:
+    with quiet_mongod.client() as client:
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        yield client[name]
+        client.drop_database(name)
 
 
 # --- the library ---------------------------------------------------------------------------
@@ -308,6 +332,15 @@ def test_an_unprivileged_user_gets_a_report_with_unknowns(tmp_path: Path) -> Non
         )
         oldest = Overdue(1, t - dt.timedelta(seconds=30), 30.0)
         assert [(i.overdue, i.oldest_overdue) for i in report.indexes] == [(1, oldest)]
+
+        uri = f"mongodb://reader:reader-secret@127.0.0.1:{server.port}/?directConnection=true&authSource=app"
+        result = invoke(uri, "app", tmp_path)
+        assert result.exit_code == 0, result.output  # unknown is not an alert
+        assert result.stdout.splitlines()[2:] == [
+            "TTL monitor: state unknown, period unknown, passes unknown; this node is the primary",
+            *(f"note: {note}" for note in report.notes),
+        ]
+        assert "reader-secret" not in result.output
     finally:
         with (
             server.client(username="root", password="root-secret") as root,
@@ -315,3 +348,142 @@ def test_an_unprivileged_user_gets_a_report_with_unknowns(tmp_path: Path) -> Non
         ):
             root.admin.command("shutdown", force=True)  # the server closes the connection: expected
         server.stop()
+
+
+# --- migrate.py ttl ------------------------------------------------------------------------------
+
+
+def _backlog(db: Database[Any]) -> dt.datetime:
+    """Two overdue records (30 s and 10 s), one string date, a null and a missing field."""
+    t = server_now(db)
+    files = db["user_files"]
+    files.create_index("expires_at", expireAfterSeconds=0)
+    files.insert_many([
+        {"_id": "a", "expires_at": t - dt.timedelta(seconds=30)},
+        {"_id": "b", "expires_at": t - dt.timedelta(seconds=10)},
+        {"_id": "c", "expires_at": t + HOUR},
+        {"_id": "iso", "expires_at": "2020-01-01T00:00:00"},
+        {"_id": "never", "expires_at": None},
+        {"_id": "missing"},
+    ])  # fmt: skip
+    return t - dt.timedelta(seconds=30)
+
+
+def _now_line(line: str) -> dt.datetime:
+    assert re.fullmatch(r"Now: [-0-9]{10} [:0-9]{8} UTC \(the server's clock\)", line), line
+    return dt.datetime.strptime(line[5:24], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc)
+
+
+def test_the_text_report_and_max_overdue(
+    quiet_mongod: LocalMongod, quiet_db: Database[Any], tmp_path: Path
+) -> None:
+    oldest = _backlog(quiet_db)
+    for args, code in ((), 0), (("--max-overdue", "3600"), 0), (("--max-overdue", "10"), 4):
+        result = invoke(quiet_mongod.uri, quiet_db.name, tmp_path, *args)
+        assert result.exit_code == code, result.output
+        lines = result.stdout.splitlines()
+        # the oldest record's date has whole seconds, so the Now line's whole seconds give the figure
+        late = int((_now_line(lines[0]) - oldest).total_seconds())
+        assert 30 <= late < 120
+        expected = [
+            f"user_files.expires_at_1 (expires_at, 0 s): 2 overdue, oldest {late} s overdue (_id a); "
+            "1 not a date (never deleted); 2 never expire (null or missing); ~6 records",
+            "TTL monitor: enabled, every 3600 s, 0 passes, 0 deleted; this node is the primary",
+        ]
+        if code:
+            expected.append(f"ALERT: user_files.expires_at_1: a record is {late} s overdue, more than "
+                            "--max-overdue 10 s")  # fmt: skip
+        assert lines[1:] == expected
+        assert result.stderr.splitlines()[0] == f"Database {quiet_db.name} on {quiet_mongod.uri}"
+    assert quiet_db["user_files"].count_documents({}) == 6  # the quiet monitor deleted nothing
+
+
+def test_json(quiet_mongod: LocalMongod, quiet_db: Database[Any], tmp_path: Path) -> None:
+    oldest = _backlog(quiet_db)
+    result = invoke(quiet_mongod.uri, quiet_db.name, tmp_path, "--json", "--max-overdue", "5")
+    assert result.exit_code == 4, result.output
+    data = json.loads(result.stdout)  # one object, nothing else
+    now = dt.datetime.fromisoformat(data["now"])
+    late = (now - oldest).total_seconds()
+    assert data == {
+        "ok": False, "exit_code": 4, "command": "ttl", "database": quiet_db.name, "uri": quiet_mongod.uri,
+        "now": data["now"], "now_source": "server",
+        "monitor": {"enabled": True, "sleep_secs": 3600, "passes": 0, "deleted_documents": 0,
+                    "sub_passes": None, "is_primary": True},
+        "indexes": [{
+            "collection": "user_files", "index": "expires_at_1", "field": "expires_at",
+            "expire_after_seconds": 0, "clustered": False, "partial_filter": None, "overdue": 2,
+            "oldest_overdue": {"id": "a", "value": oldest.isoformat(), "seconds_overdue": late},
+            "not_a_date": 1, "null_or_missing": 2, "total": 6,
+        }],
+        "notes": [], "max_overdue": 5.0,
+        "alerts": [f"user_files.expires_at_1: a record is {int(late)} s overdue, more than "
+                   "--max-overdue 5 s"],
+    }  # fmt: skip
+    assert now.utcoffset() == dt.timedelta(0)
+    assert 30 <= late < 120
+
+
+def _keys(value: Any, at: str = "") -> set[str]:
+    """Every key path of a JSON value (list items share their parent's path)."""
+    if isinstance(value, dict):
+        return {f"{at}.{k}" for k in value} | {p for k, v in value.items() for p in _keys(v, f"{at}.{k}")}
+    if isinstance(value, list):
+        return {p for item in value for p in _keys(item, at)}
+    return set()
+
+
+def test_the_documented_json_has_exactly_the_real_keys(
+    quiet_mongod: LocalMongod, quiet_db: Database[Any], tmp_path: Path
+) -> None:
+    _backlog(quiet_db)
+    page = (Path(__file__).parent.parent / "docs" / "ttl.md").read_text()
+    (block,) = re.findall(r"```json\n(.*?)```", page, re.S)
+    real = json.loads(invoke(quiet_mongod.uri, quiet_db.name, tmp_path, "--json").stdout)
+    assert _keys(json.loads(block)) == _keys(real)
+
+
+def test_a_disabled_monitor_exits_4(
+    mongod: LocalMongod, mongo_client: MongoClient[dict[str, Any]], real_db: Database[Any], tmp_path: Path,
+    monitor_off: None,
+) -> None:  # fmt: skip
+    passes, deleted = ttl_metrics(mongo_client)  # frozen while the monitor is off
+    result = invoke(mongod.uri, real_db.name, tmp_path)
+    assert result.exit_code == 4, result.output
+    assert result.stdout.splitlines()[1:] == [
+        f"No TTL index in database {real_db.name}.",
+        f"TTL monitor: DISABLED, every 1 s, {passes} passes, {deleted} deleted; this node is the primary",
+        "ALERT: the TTL monitor is disabled (ttlMonitorEnabled false): nothing expires",
+    ]
+    data = json.loads(invoke(mongod.uri, real_db.name, tmp_path, "--json").stdout)
+    assert (data["ok"], data["exit_code"], data["monitor"]["enabled"], data["alerts"]) == (
+        False, 4, False, ["the TTL monitor is disabled (ttlMonitorEnabled false): nothing expires"],
+    )  # fmt: skip
+
+
+def test_read_only_creates_nothing(
+    mongod: LocalMongod, mongo_client: MongoClient[dict[str, Any]], real_db: Database[Any], tmp_path: Path
+) -> None:
+    result = invoke(mongod.uri, real_db.name, tmp_path, "--collection", "user_files")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1] == f"No TTL index in database {real_db.name}."
+    assert re.fullmatch(
+        r"TTL monitor: enabled, every 1 s, \d+ passes, \d+ deleted; this node is the primary", lines[2]
+    )
+    assert lines[3:] == ["note: collection user_files does not exist"]
+    assert real_db.list_collection_names() == []
+    assert real_db.name not in mongo_client.list_database_names()
+
+
+def test_only_the_named_collections_in_the_cli(
+    quiet_mongod: LocalMongod, quiet_db: Database[Any], tmp_path: Path
+) -> None:
+    _backlog(quiet_db)
+    quiet_db["other"].create_index("e", expireAfterSeconds=0)
+    result = invoke(quiet_mongod.uri, quiet_db.name, tmp_path, "--collection", "other", "--max-overdue", "0")
+    assert result.exit_code == 0, result.output  # the overdue user_files were not asked about
+    assert result.stdout.splitlines()[1] == (
+        "other.e_1 (e, 0 s): 0 overdue; 0 not a date (never deleted); 0 never expire (null or missing); "
+        "~0 records"
+    )
