@@ -62,6 +62,9 @@ from userfiles_db.migrate.errors import (
 from userfiles_db.migrate.history import describe
 from userfiles_db.migrate.history import to_json as history_json
 from userfiles_db.migrate.plan import plan
+from userfiles_db.migrate.ttl import alerts as ttl_alerts
+from userfiles_db.migrate.ttl import describe as describe_ttl
+from userfiles_db.migrate.ttl import ttl_report
 from userfiles_db.schema import SchemaSet
 
 EMBEDDED_DBPATH = ".userfiles-mongod"
@@ -764,6 +767,34 @@ def history_command(state: State, as_json: bool, limit: int | None) -> None:
     for event in events:
         state.output.line(describe(event))
     _finish(state, {"command": "history", **_target(conn), "events": [history_json(e) for e in events]})
+
+
+@cli.command("ttl")
+@click.option("--collection", "collections", multiple=True, metavar="NAME",
+              help="Only this collection (repeat for more). Default: every collection.")  # fmt: skip
+@click.option("--max-overdue", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Exit 4 if a record is more overdue than this (allow for the monitor's period, "
+              "60 s by default).")  # fmt: skip
+@json_option
+@click.pass_obj
+@handle_errors
+def ttl_command(state: State, collections: tuple[str, ...], max_overdue: float | None, as_json: bool) -> None:
+    """Show the TTL monitor and, per TTL index, the records it has not deleted (read-only).
+
+    For each TTL index: how many records are overdue (past expiry, not deleted yet) and the
+    oldest of them, how many hold something that is not a date (never deleted) and how many have
+    no date (never expire). Exits 4 when the monitor is disabled, or when a record is more
+    overdue than --max-overdue: cron and monitoring can alert on it.
+    Example: %(prog)s ttl --max-overdue 600
+    """
+    with state.connect(with_migrations=False) as conn:
+        report = ttl_report(conn.db, collections=collections or None)
+    problems = ttl_alerts(report, max_overdue)
+    for line in [*describe_ttl(report), *(f"ALERT: {problem}" for problem in problems)]:
+        state.output.line(line)
+    data = {"command": "ttl", **_target(conn), **report.to_dict(), "max_overdue": max_overdue,
+            "alerts": problems}  # fmt: skip
+    _finish(state, data, EXIT_INVALID if problems else 0)
 
 
 def _exit_now(command: click.Group, prog_name: str | None) -> None:
