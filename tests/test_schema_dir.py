@@ -96,7 +96,9 @@ def test_a_bad_schema_file_is_an_error_naming_it(tmp_path: Path, name: str, text
 
 def test_a_missing_schema_directory_exits_2_from_the_cli(tmp_path: Path) -> None:
     state = State(environ={"MONGODB_URI": "mongodb://127.0.0.1:9/", "MONGODB_DB": "x"}, cwd=tmp_path)
-    result = CliRunner().invoke(cli, ["--schema", "nowhere", "new", "x", "--autogenerate"], obj=state)
+    result = CliRunner().invoke(
+        cli, ["--schema", "nowhere", "--migrations", "m", "new", "x", "--autogenerate"], obj=state
+    )
     assert result.exit_code == 2, result.output
     assert f"Error: schema directory '{tmp_path / 'nowhere'}' does not exist" in result.stderr
 
@@ -171,3 +173,47 @@ def test_check_and_plan_write_nothing(mongod: LocalMongod, real_db: Database[Any
         result = CliRunner().invoke(cli, ["--schema", "schema", command], obj=state, catch_exceptions=False)
         assert result.exit_code == code, result.output
     assert real_db.list_collection_names() == []
+
+
+def test_drop_if_empty_never_drops_a_record_written_during_the_check(
+    real_db: Database[Any], mongo_client: Any
+) -> None:
+    """A writer races the drop: every insert the server acknowledged is still there afterwards
+    (refused ones, code 121 while the collection is closed, were never written)."""
+    import random
+    import threading
+    import time
+
+    from pymongo.errors import WriteError
+
+    outcomes = []
+    for round_ in range(40):
+        name = f"race{round_}"
+        real_db.create_collection(name)
+        acknowledged: list[int] = []
+
+        def write(collection: str = name, stamp: int = round_, done: list[int] = acknowledged) -> None:
+            time.sleep(random.random() * 0.01)
+            try:
+                real_db[collection].insert_one({"_id": stamp})
+                done.append(stamp)
+            except WriteError as exc:
+                assert exc.code == 121
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        outcomes.append(steps.drop_collection_if_empty(real_db, name))
+        writer.join()
+        assert [d["_id"] for d in real_db[name].find()] == acknowledged, (round_, outcomes[-1])
+        if name in real_db.list_collection_names():  # kept: its options are back (no validator)
+            assert "validator" not in live_collection(real_db, name).options
+            assert live_collection(real_db, name).validator == {}
+    assert "dropped" in outcomes  # the race was run, not skipped
+
+
+def test_autogenerate_needs_the_projects_migrations_directory(tmp_path: Path) -> None:
+    state = State(environ={"MONGODB_URI": "mongodb://127.0.0.1:9/", "MONGODB_DB": "x"}, cwd=tmp_path)
+    result = CliRunner().invoke(cli, ["new", "x", "--autogenerate"], obj=state)
+    assert result.exit_code == 2, result.output
+    assert "--autogenerate writes the migration that follows those `up` runs" in result.stderr
+    assert not (tmp_path / "migrations").exists()

@@ -673,6 +673,12 @@ def new(state: State, slug: str, autogenerate: bool, scratch_uri: str | None, as
     render_file = None
     generated = None
     if autogenerate:
+        if not settings.migrations_configured:
+            raise ConfigError(
+                "--autogenerate writes the migration that follows those `up` runs: configure the "
+                "project's migrations directory (--migrations DIR or migrations: in migrate.yaml), "
+                "holding copies of the bundled migrations if the project uses them"
+            )
         schemas = _schemas(settings)
         existing = discover(settings.migrations)
         with _scratch_database(scratch_uri, settings, state.output) as scratch:

@@ -500,6 +500,14 @@ def drop_index(db: AnyDatabase, name: str, index: str) -> str:
     return "dropped"
 
 
+def _reopen(real: Database[Any], name: str, options: dict[str, Any]) -> None:
+    real.command(
+        "collMod", name, validator=options.get("validator", {}),
+        validationLevel=options.get("validationLevel", "strict"),
+        validationAction=options.get("validationAction", "error"),
+    )  # fmt: skip
+
+
 @_through_failovers
 def drop_collection_if_empty(db: AnyDatabase, name: str) -> str:
     """Drop collection ``name`` when it holds no record (what undoing its creation means);
@@ -518,8 +526,25 @@ def drop_collection_if_empty(db: AnyDatabase, name: str) -> str:
         return "would drop"
     context().fence()
     real = real_database(db)
-    # Dropped only if still empty: a record written meanwhile keeps it (checked again, then dropped).
-    if real[name].find_one({}, {"_id": 1}) is not None:
+    # Checked, then dropped, with no write in between: the collection first refuses every write
+    # (a validator nothing passes; collMod waits for writes under way), so a record cannot land
+    # after the check and be dropped with it. Kept, it gets its options back.
+    options = (collection_info(db, name) or {}).get("options", {})
+    closed: dict[str, Any] = {
+        "validator": {"$expr": False},
+        "validationLevel": "strict",
+        "validationAction": "error",
+    }
+    if options.get("validator") == closed["validator"]:  # closed by an interrupted earlier run
+        options = {}
+    real.command("collMod", name, **closed)
+    try:
+        left = real[name].find_one({}, {"_id": 1})
+    except BaseException:
+        _reopen(real, name, options)
+        raise
+    if left is not None:
+        _reopen(real, name, options)
         _say(f"kept collection {name}: a record was written meanwhile")
         return "kept"
     real.drop_collection(name)
