@@ -271,8 +271,10 @@ def test_every_setting_comes_from_the_environment_with_one_prefix(tmp_path: Path
         "USERFILES_HISTORY_COLLECTION": "hist",
         "USERFILES_RETRY_SECONDS": "12",
         "USERFILES_MAJORITY_TIMEOUT_SECONDS": "3",
+        "USERFILES_SCHEMA": "declared",
     }  # fmt: skip
     found = resolve(environ=env, cwd=tmp_path)
+    assert found.schema == tmp_path / "declared"
     assert (found.uri, found.db, found.migrations, found.server_timeout_seconds) == (
         "mongodb://u:pw@127.0.0.1:1/", "bot", tmp_path / "mine", 2.5,
     )  # fmt: skip
@@ -439,3 +441,14 @@ def test_no_password_survives_in_any_message(password: str, shape: str) -> None:
     except ConfigError as exc:
         message = redact(str(exc))
         assert password not in message
+
+
+def test_the_schema_directory_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "migrate.yaml").write_text("schema: declared\nmigrations: migs\n")
+    (tmp_path / "deeper").mkdir()
+    found = resolve(environ={}, cwd=tmp_path / "deeper")
+    assert (found.schema, found.migrations) == (tmp_path / "declared", tmp_path / "migs")
+    assert found.sources["schema"] == f"config file {str(tmp_path / 'migrate.yaml')!r}"
+    flagged = resolve(schema="elsewhere", environ={}, cwd=tmp_path / "deeper")
+    assert flagged.schema == tmp_path / "deeper" / "elsewhere"  # a flag: the working directory
+    assert resolve(environ={}, cwd=tmp_path / "deeper").schema is not None
