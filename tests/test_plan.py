@@ -102,3 +102,17 @@ def test_plan_shows_builds_and_stricter_validators_with_their_costs(
     # A longer TTL deletes nothing new: no count for it.
     assert not any("TTL expires_at_1:" in line for line in lines)
     assert collection.index_information().get("tag_1") is None  # nothing was written
+
+
+def test_plan_to_an_earlier_migration_is_not_drift(
+    mongod: LocalMongod, real_db: Database[Any], tmp_path: Path
+) -> None:
+    result = run(mongod, real_db, tmp_path, "-q", "plan", "--to", "0001_create_user_files", code=3)
+    assert result.stdout.splitlines()[0] == "Pending: 0001_create_user_files"
+    assert "still differs" not in result.stdout  # stopping early is what was asked
+    assert (
+        run(mongod, real_db, tmp_path, "-q", "plan", "--to", "0004_enforce_validator", code=3).stdout.count(
+            "still differs"
+        )
+        == 0
+    )

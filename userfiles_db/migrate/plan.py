@@ -220,12 +220,14 @@ def plan(
     clock: Clock = utc_now,
 ) -> Plan:
     """What ``up`` (to ``target``) would change, per collection: the collections the pending
-    migrations touch and every declared one. Read-only. Raises what ``up --dry-run`` raises."""
+    migrations touch and every declared one, and (planning to the last migration) how the state
+    after them still differs from ``declared``. Read-only. Raises what ``up --dry-run`` raises."""
     runner = Runner(db, migrations, options, report=report or _ignore)
     result, preview = runner.preview(target)
     declared = declared or {}
     names = sorted(set(declared) | set(preview.planned_collections()))
     now = read_clock(clock)
+    to_the_end = target is None or (bool(migrations) and target == migrations[-1].id)
     plans = []
     for name in names:
         before = live_collection(runner.mdb, name)
@@ -234,7 +236,7 @@ def plan(
         entry = CollectionPlan(name, schema.version if schema else None, describe_changes(before, after))
         if entry.changes:
             _costs(entry, runner.mdb, preview, before, after, now, options.retry_seconds)
-        if schema is not None:
+        if schema is not None and to_the_end:  # --to an earlier migration stops short on purpose
             entry.remaining = compare(schema, after)
         plans.append(entry)
     return Plan(result, plans)
