@@ -1,0 +1,233 @@
+"""Attacks on ``new --autogenerate``, ``check`` and ``plan`` over a schema directory (real server).
+
+Each finding is a strict xfail naming what broke; tests that pass show a promise that holds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from tests.migration_fixtures import migrations_copy
+from userfiles_db.cli import State, cli
+from userfiles_db.local_server import LocalMongod
+
+REPO = Path(__file__).resolve().parent.parent
+OBJECT_X_INT = {"$jsonSchema": {"bsonType": "object", "properties": {"x": {"bsonType": "int"}}}}
+
+
+def write_schema(folder: Path, *documents: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for document in documents:
+        path = folder / f"{document['collection']}.v{document['version']}.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    migrations_copy(tmp_path)
+    shutil.copy(REPO / "schema" / "user_files.v1.yaml", write_schema(tmp_path / "schema"))
+    return tmp_path
+
+
+@pytest.fixture
+def run(mongod: LocalMongod, real_db: Database[Any], project: Path) -> Any:
+    """The CLI on the project; exceptions are caught so a traceback shows as a non-SystemExit."""
+
+    def invoke(*args: str, code: int | None = 0) -> Result:
+        environ = {"MONGODB_URI": mongod.uri, "MONGODB_DB": real_db.name, "USERFILES_SCRATCH_URI": mongod.uri}
+        state = State(environ=environ, cwd=project)
+        result = CliRunner().invoke(
+            cli, ["--schema", "schema", "--migrations", "migrations", *args], obj=state
+        )
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise AssertionError(f"traceback from {args}: {result.exception!r}\n{result.output}")
+        if code is not None:
+            assert result.exit_code == code, result.output
+        return result
+
+    return invoke
+
+
+def generated(project: Path) -> str:
+    return sorted((project / "migrations").glob("0005_*.py"))[-1].read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated code
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a collection name starting with a digit becomes an invalid constant name"
+)
+def test_a_collection_name_starting_with_a_digit_generates_importable_code(run: Any, project: Path) -> None:
+    """``1abc.v1.yaml`` is a valid schema file (and a valid MongoDB collection), but its
+    validator constant is written ``1ABC_V1_VALIDATOR``: a SyntaxError. Every later command
+    that loads the migrations (``up``, ``check``, ``status``) then fails with exit 2."""
+    write_schema(
+        project / "schema", {"collection": "1abc", "version": 1, "validator": OBJECT_X_INT, "indexes": []}
+    )
+    run("new", "digits", "--autogenerate")
+    compile(generated(project), "0005_digits.py", "exec")  # SyntaxError: invalid decimal literal
+    run("up")
+    assert run("check").stdout.splitlines()[-1].startswith("No drift")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a-b and a_b share the constant A_B_V1_VALIDATOR: one gets the other's"
+)
+def test_collections_whose_names_differ_in_punctuation_keep_their_own_validator(
+    run: Any, project: Path, real_db: Database[Any]
+) -> None:
+    """``_ident`` maps every run of non-alphanumerics to ``_``: ``a-b`` and ``a_b`` (or ``a.b``)
+    both get ``A_B_V1_VALIDATOR``; the second definition wins, so ``up`` gives ``a-b`` the
+    validator declared for ``a_b`` and reports success; ``check`` then shows drift."""
+    other = {"$jsonSchema": {"bsonType": "object", "required": ["zzz"]}}
+    write_schema(
+        project / "schema",
+        {"collection": "a-b", "version": 1, "validator": OBJECT_X_INT, "indexes": []},
+        {"collection": "a_b", "version": 1, "validator": other, "indexes": []},
+    )
+    run("new", "punct", "--autogenerate")
+    run("up")
+    options = real_db.command("listCollections", filter={"name": "a-b"})["cursor"]["firstBatch"][0]["options"]
+    assert options["validator"] == OBJECT_X_INT  # got a_b's {"required": ["zzz"]}
+    assert run("check").stdout.splitlines()[-1].startswith("No drift")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a YAML date in a validator makes new --autogenerate crash (TypeError)"
+)
+def test_a_yaml_date_in_a_validator_is_a_clear_error_not_a_traceback(run: Any, project: Path) -> None:
+    """``enum: [2020-01-01]`` is parsed by the safe loader as ``datetime.date``: the schema
+    loads (``check`` accepts the file), but ``literal`` raises ``TypeError: cannot write date``
+    out of ``new --autogenerate``: a traceback, not exit 2 naming the file."""
+    (project / "schema" / "ev.v1.yaml").write_text(
+        "collection: ev\nversion: 1\nindexes: []\n"
+        "validator:\n  $jsonSchema:\n    properties:\n      d:\n        enum: [2020-01-01]\n"
+    )
+    result = run("new", "dates", "--autogenerate", code=2)
+    assert "ev.v1.yaml" in result.output
+
+
+@pytest.mark.xfail(strict=True, reason="a validator holding NaN never compares equal: drift forever")
+def test_a_nan_in_a_validator_reaches_no_drift(run: Any, project: Path) -> None:
+    """``minimum: .nan`` is accepted by the schema and by the server, but ``nan != nan``: after
+    ``up`` of the generated migration, ``check`` still reports the validator, and every later
+    ``new --autogenerate`` writes yet another migration for it."""
+    validator = {"$jsonSchema": {"properties": {"x": {"minimum": float("nan")}}}}
+    write_schema(
+        project / "schema", {"collection": "ev", "version": 1, "validator": validator, "indexes": []}
+    )
+    run("new", "nan", "--autogenerate")
+    run("up")
+    assert run("check").stdout.splitlines()[-1].startswith("No drift")
+
+
+@pytest.mark.xfail(strict=True, reason="an integer over 64 bits loads; up then fails with OverflowError")
+def test_a_validator_number_mongodb_cannot_store_is_refused_when_the_schema_loads(
+    run: Any, project: Path
+) -> None:
+    """``maximum: 2**70``: ``check`` and ``new --autogenerate`` accept the file; the generated
+    migration then fails on ``up`` with ``OverflowError: MongoDB can only handle up to 8-byte
+    ints`` and is recorded failed. The schema loader should refuse it (exit 2, naming the file)."""
+    validator = {"$jsonSchema": {"properties": {"x": {"maximum": 2**70}}}}
+    write_schema(
+        project / "schema", {"collection": "ev", "version": 1, "validator": validator, "indexes": []}
+    )
+    result = run("check", code=None)
+    assert result.exit_code == 2, result.output
+    assert "ev.v1.yaml" in result.output
+
+
+@pytest.mark.xfail(strict=True, reason="collection 'a.' passes the schema checks; the step fails at up")
+def test_a_collection_name_mongodb_refuses_is_refused_when_the_schema_loads(run: Any, project: Path) -> None:
+    """``a..v1.yaml`` declares collection ``a.`` (the file-name pattern allows a trailing dot);
+    ``check``/``plan``/``new --autogenerate`` accept it and ``up`` fails with PyMongo's
+    ``InvalidName: collection names must not start or end with '.'``."""
+    write_schema(project / "schema", {"collection": "a.", "version": 1, "indexes": []})
+    result = run("check", code=None)
+    assert result.exit_code == 2, result.output
+    assert "a..v1.yaml" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Drift that never goes away
+
+
+@pytest.mark.xfail(strict=True, reason="collation {locale: simple} is stored as no collation: drift forever")
+def test_a_simple_collation_reaches_no_drift(run: Any, project: Path) -> None:
+    """``options: {collation: {locale: simple}}`` is accepted; the server creates the collection
+    with no collation at all, so ``check`` reports ``collation: declared {'locale': 'simple'},
+    live None`` and ``new --autogenerate`` writes a MANUAL "copy the records" step."""
+    write_schema(
+        project / "schema",
+        {"collection": "ev", "version": 1, "indexes": [], "options": {"collation": {"locale": "simple"}}},
+    )
+    run("new", "simple", "--autogenerate")
+    run("up")
+    assert run("check").stdout.splitlines()[-1].startswith("No drift")
+    assert "No changes" in run("new", "again", "--autogenerate").stdout
+
+
+@pytest.mark.xfail(
+    strict=True, reason="the tool's own collections may be declared; autogenerate never converges"
+)
+def test_the_tools_own_collections_cannot_be_declared(run: Any, project: Path) -> None:
+    """``migrations_changelog.v1.yaml`` is accepted. Autogenerate's replay leaves the tool's
+    collections out of the state before, so it writes ``ensure_collection``/``ensure_index`` on
+    the changelog every time: after ``up`` and ``check`` (no drift) it writes 0006 again.
+    A schema should not declare (and a migration not reshape) the engine's own records."""
+    write_schema(
+        project / "schema",
+        {
+            "collection": "migrations_changelog",
+            "version": 1,
+            "indexes": [{"name": "x_1", "keys": [["x", 1]]}],
+        },
+    )
+    result = run("new", "tool", "--autogenerate", code=None)
+    if result.exit_code == 2:
+        assert "migrations_changelog" in result.output
+        return
+    run("up")
+    assert "No changes" in run("new", "again", "--autogenerate").stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Scratch database
+
+
+def test_a_bad_scratch_uri_fails_fast_without_showing_its_password(run: Any, project: Path) -> None:
+    """Holds: an unreachable scratch server is an error within seconds (even with a huge
+    serverSelectionTimeoutMS in the URI) and the password is redacted; nothing is written."""
+    write_schema(project / "schema", {"collection": "ev", "version": 1, "indexes": []})
+    started = time.monotonic()
+    uri = "mongodb://bob:hunter2secret@127.0.0.1:1/?serverSelectionTimeoutMS=600000"
+    result = run("new", "x", "--autogenerate", "--scratch-uri", uri, code=1)
+    assert time.monotonic() - started < 30
+    assert "hunter2secret" not in result.output
+    assert "127.0.0.1:1" in result.output
+    assert not list((project / "migrations").glob("0005_*"))
+
+
+def test_the_scratch_database_is_dropped_after_a_failed_replay(
+    run: Any, project: Path, mongo_client: MongoClient[dict[str, Any]]
+) -> None:
+    """Holds: a migration that fails during the replay leaves no scratch database behind."""
+    (project / "migrations" / "0005_broken.py").write_text(
+        '"""Broken."""\n\ndef up(db):\n    db["t"].insert_one({})\n    raise RuntimeError("boom")\n\n'
+        "def down(db):\n    pass\n"
+    )
+    before = set(mongo_client.list_database_names())
+    run("new", "x", "--autogenerate", code=1)
+    assert set(mongo_client.list_database_names()) == before
