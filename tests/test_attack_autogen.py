@@ -346,3 +346,53 @@ def test_plan_counts_what_a_new_clustered_collection_ttl_deletes_at_once(
     (entry,) = [c for c in data["collections"] if c["collection"] == "ev"]
     assert entry["changes"] == ["~ option expireAfterSeconds: None -> 60"]
     assert 5 in entry["costs"].values(), entry  # {} : the 5 records deleted at once go unmentioned
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile schema directories
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text", "message"),
+    [
+        ("ev.v1.yml", "collection: ev\nversion: 1\nindexes: []\n", "ev.v1.yml: schema files are named"),
+        ("ev.v0.yaml", "collection: ev\nversion: 0\nindexes: []\n", "ev.v0.yaml: schema files are named"),
+        ("ev.v01.yaml", "collection: ev\nversion: 1\nindexes: []\n", "ev.v01.yaml: schema files are named"),
+        ("system.x.v1.yaml", "collection: system.x\nversion: 1\nindexes: []\n", "system.x.v1.yaml"),
+        ("ev.v1.yaml", "collection: ev\nversion: 1\nindexes: []\nindexes: []\n", "'indexes' is given twice"),
+        ("ev.v1.yaml", "collection: zz\nversion: 1\nindexes: []\n", "ev.v1.yaml: declares zz v1"),
+        ("ev.v1.yaml", "collection: ev\nversion: 2\nindexes: []\n", "ev.v1.yaml: declares ev v2"),
+        ("ev.v1.yaml", b"collection: ev\xff\nversion: 1\nindexes: []\n", "ev.v1.yaml: not UTF-8 text"),
+        ("ev.v1.yaml", "a: &a [x, x]\nb: [*a, *a]\n", "aliases (*name) are not allowed"),
+        ("ev.v1.yaml", "validator: " + "[" * 5000 + "]" * 5000 + "\n", "ev.v1.yaml: not valid YAML"),
+        ("ev.v1.yaml", "", "ev.v1.yaml: expected a mapping"),
+    ],
+)
+def test_a_bad_schema_file_is_exit_2_naming_it(
+    run: Any, project: Path, file_name: str, text: str | bytes, message: str
+) -> None:
+    """Holds: each of these is exit 2 with a message naming the file, no traceback."""
+    path = project / "schema" / file_name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for command in (["check"], ["plan"], ["new", "x", "--autogenerate"]):
+        result = run(*command, code=2)
+        assert message in result.output, (command, result.output)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a malformed $jsonSchema value raises AttributeError/TypeError: a traceback"
+)
+@pytest.mark.parametrize(
+    "json_schema",
+    ["{properties: [1]}", "{bsonType: 5}", "{bsonType: [[a]]}"],
+)
+def test_a_malformed_json_schema_is_exit_2_naming_the_file(run: Any, project: Path, json_schema: str) -> None:
+    """``properties: [1]`` -> ``AttributeError: 'list' object has no attribute 'items'``;
+    ``bsonType: 5`` -> ``TypeError: 'int' object is not iterable``; ``bsonType: [[a]]`` ->
+    ``TypeError: unhashable type``: ``_validate_rule`` assumes the shapes it checks. ``check``
+    exits 1 with a traceback instead of 2 naming the file."""
+    (project / "schema" / "ev.v1.yaml").write_text(
+        f"collection: ev\nversion: 1\nindexes: []\nvalidator: {{$jsonSchema: {json_schema}}}\n"
+    )
+    result = run("check", code=2)
+    assert "ev.v1.yaml" in result.output
