@@ -50,7 +50,7 @@ from userfiles_db.migrate import (
 )
 from userfiles_db.migrate import config as settings_module
 from userfiles_db.migrate import history as read_history
-from userfiles_db.migrate.autogen import generate, pinned_file_problems, render, replay
+from userfiles_db.migrate.autogen import generate, pinned_file_problems, render, replay, tool_collections
 from userfiles_db.migrate.discovery import Migration
 from userfiles_db.migrate.errors import (
     EXIT_ERROR,
@@ -527,8 +527,16 @@ def status_command(state: State, as_json: bool, check: bool) -> None:
 
 
 def _schemas(settings: settings_module.Settings) -> SchemaSet:
-    """The declared schema: the configured directory, else the bundled user_files schema."""
-    return SchemaSet.directory(settings.schema) if settings.schema is not None else SchemaSet.bundled()
+    """The declared schema: the configured directory, else the bundled user_files schema. The
+    tool's own collections (changelog, lock, history) are not the schema's to declare."""
+    schemas = SchemaSet.directory(settings.schema) if settings.schema is not None else SchemaSet.bundled()
+    own = sorted(set(schemas.collections()) & tool_collections(settings.engine))
+    if own:
+        raise ConfigError(
+            f"{schemas.label} declares {own}: the migration tool's own collection(s) (changelog, lock, "
+            "history), which no schema or migration reshapes; rename them in the settings or drop the files"
+        )
+    return schemas
 
 
 @cli.command()
@@ -680,6 +688,7 @@ def new(state: State, slug: str, autogenerate: bool, scratch_uri: str | None, as
                 "holding copies of the bundled migrations if the project uses them"
             )
         schemas = _schemas(settings)
+        targets = schemas.newest()  # a malformed schema file fails here, before any server starts
         existing = discover(settings.migrations)
         with _scratch_database(scratch_uri, settings, state.output) as scratch:
             try:
@@ -688,7 +697,7 @@ def new(state: State, slug: str, autogenerate: bool, scratch_uri: str | None, as
                 raise MigrationError(
                     f"replaying the existing migrations on a scratch database failed: {exc}"
                 ) from exc
-        generated = generate(schemas, before)
+        generated = generate(schemas, before, targets)
         if not generated.changes:
             state.output.line(
                 f"No changes: the migrations in {settings.migrations} already build the declared "

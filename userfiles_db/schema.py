@@ -8,6 +8,7 @@ the client refuses exactly what the server would refuse. Nothing here talks to a
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -59,6 +60,7 @@ _COLLATION: dict[str, tuple[type, tuple[Any, ...]]] = {
 #: The server rounds a capped collection's size up to a multiple of this many bytes.
 CAPPED_SIZE_STEP = 256
 MAX_TTL_SECONDS = 2147483647
+MAX_SCHEMA_BYTES = 1024 * 1024
 
 
 def server_capped_size(size: int) -> int:
@@ -267,15 +269,55 @@ def _check(rule: Mapping[str, Any], value: object, path: str) -> list[str]:
     return problems
 
 
+def _check_values(value: object, where: str) -> None:
+    """Only what a BSON document can hold as the YAML gave it: strings, booleans, null, 64-bit
+    integers, finite numbers, lists and mappings with string keys. (A YAML date, a NaN that never
+    equals itself, an integer MongoDB cannot store: refused here, not at ``up``.)"""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SchemaError(f"{where}: keys must be strings, got {key!r}")
+            _check_values(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _check_values(item, f"{where}[{n}]")
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise SchemaError(f"{where}: {value} does not fit in 64 bits (MongoDB cannot store it)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise SchemaError(f"{where}: {value} is not a finite number")
+    else:
+        raise SchemaError(f"{where}: {type(value).__name__} {value!r} is not a JSON value (quote it)")
+
+
 def _validate_rule(rule: object, where: str) -> None:
     if not isinstance(rule, Mapping):
         raise SchemaError(f"{where}: a $jsonSchema rule must be a mapping, got {rule!r}")
     unknown = set(rule) - _KEYWORDS
     if unknown:
         raise SchemaError(f"{where}: unsupported $jsonSchema keyword(s) {sorted(unknown)}")
+    declared = rule.get("bsonType", "object")
+    if not isinstance(declared, (str, list)) or (
+        isinstance(declared, list) and not all(isinstance(t, str) for t in declared)
+    ):
+        raise SchemaError(f"{where}: bsonType must be a type name or a list of them, got {declared!r}")
     types = _allowed_types(rule) or set()
     if types - _BSON_TYPES:
         raise SchemaError(f"{where}: unknown bsonType(s) {sorted(types - _BSON_TYPES)}")
+    for keyword, kind in (("properties", Mapping), ("required", list), ("enum", list)):
+        if keyword in rule and not isinstance(rule[keyword], kind):
+            raise SchemaError(f"{where}: {keyword} must be a {'mapping' if kind is Mapping else 'list'}")
+    if not all(isinstance(n, str) for n in rule.get("required", [])):
+        raise SchemaError(f"{where}: required must list field names")
+    for keyword in ("minLength", "maxLength", "minimum", "maximum"):
+        bound = rule.get(keyword)
+        if keyword in rule and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+            raise SchemaError(f"{where}: {keyword} must be a number, got {bound!r}")
+    if "additionalProperties" in rule and not isinstance(rule["additionalProperties"], bool):
+        raise SchemaError(f"{where}: additionalProperties must be true or false")
     for name, sub_rule in rule.get("properties", {}).items():
         _validate_rule(sub_rule, f"{where}.properties.{name}")
 
@@ -296,8 +338,10 @@ def _parse_index(raw: object, where: str) -> IndexSpec:
     ):
         raise SchemaError(f"{where}: 'keys' must be a list of [field, 1 or -1] pairs, got {keys!r}")
     ttl = raw.get("expire_after_seconds")
-    if not isinstance(raw["name"], str) or not raw["name"] or raw["name"] == "_id_":
-        raise SchemaError(f"{where}: 'name' must be a non-empty string other than _id_, got {raw['name']!r}")
+    if not isinstance(raw["name"], str) or not raw["name"].isprintable() or raw["name"] in ("", "_id_"):
+        raise SchemaError(
+            f"{where}: 'name' must be a non-empty printable string other than _id_, got {raw['name']!r}"
+        )
     if not isinstance(raw.get("unique", False), bool):
         raise SchemaError(f"{where}: 'unique' must be true or false, got {raw['unique']!r}")
     if ttl is not None and not _is_ttl(ttl):
@@ -345,6 +389,10 @@ def _parse_options(raw: object, where: str) -> CollectionOptions:
     if not isinstance(raw, Mapping) or set(raw) - _OPTION_KEYS:
         raise SchemaError(f"{where}: 'options' is a mapping of {sorted(_OPTION_KEYS)}, got {raw!r}")
     collation = _parse_collation(raw["collation"], where) if "collation" in raw else ()
+    if dict(collation).get("locale") == "simple":  # binary comparison: what no collation means
+        if len(collation) > 1:
+            raise SchemaError(f"{where}: the 'simple' collation takes no other field")
+        collation = ()
     size = limit = None
     if "capped" in raw:
         capped = raw["capped"]
@@ -381,7 +429,13 @@ def parse_schema(raw: object, source: str) -> CollectionSchema:
     if unknown or missing:
         raise SchemaError(f"{source}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     name, version = raw["collection"], raw["version"]
-    if not isinstance(name, str) or not _FILE_NAME.match(f"{name}.v1.yaml") or name.startswith("system."):
+    if (
+        not isinstance(name, str)
+        or not _FILE_NAME.match(f"{name}.v1.yaml")
+        or name.startswith("system.")
+        or name.endswith(".")
+        or ".." in name
+    ):
         raise SchemaError(f"{source}: 'collection' must be a collection name, got {name!r}")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise SchemaError(f"{source}: 'version' must be an integer >= 1, got {version!r}")
@@ -391,6 +445,7 @@ def parse_schema(raw: object, source: str) -> CollectionSchema:
     elif not isinstance(validator, Mapping) or set(validator) != {"$jsonSchema"}:
         raise SchemaError(f"{source}: 'validator' must hold exactly one key, $jsonSchema")
     else:
+        _check_values(validator, f"{source}: validator")
         _validate_rule(validator["$jsonSchema"], f"{source}: $jsonSchema")
     level = raw.get("validation_level", "strict")
     action = raw.get("validation_action", "error")
@@ -487,8 +542,14 @@ class SchemaSet:
 
     def read_text(self, collection: str, version: int) -> str:
         name = self.file_name(collection, version)
+        path = self.root.joinpath(name)
+        if isinstance(path, Path):  # a pipe or a device would be read forever
+            if not path.is_file():
+                raise SchemaError(f"{self.label}/{name}: not a regular file")
+            if path.stat().st_size > MAX_SCHEMA_BYTES:
+                raise SchemaError(f"{self.label}/{name}: larger than {MAX_SCHEMA_BYTES} bytes")
         try:
-            return self.root.joinpath(name).read_text("utf-8")
+            return path.read_text("utf-8")
         except UnicodeDecodeError:
             raise SchemaError(f"{self.label}/{name}: not UTF-8 text") from None
         except OSError as exc:

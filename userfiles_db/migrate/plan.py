@@ -185,6 +185,15 @@ def _costs(
             plan.cost_lines.append(
                 f"TTL {index}: {not_dates} record(s) hold a {field_name} that is not a date (never deleted)"
             )
+    ttl = after.options.get("expireAfterSeconds")
+    was = before.options.get("expireAfterSeconds")
+    if before.exists and ttl is not None and (was is None or int(was) > int(ttl)):
+        # A clustered collection's TTL, on _id (only date _id values expire).
+        deleted = counted("expired records", {"_id": {"$lte": now - dt.timedelta(seconds=int(ttl))}})
+        plan.costs["ttl_deletes_at_once:_id"] = deleted
+        plan.cost_lines.append(
+            f"collection TTL: {deleted} record(s) already past it, deleted at the next pass"
+        )
     if before.exists and after.validator and (before.validator, before.validation_level) != (
         after.validator, after.validation_level,
     ):  # fmt: skip
