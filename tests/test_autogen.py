@@ -23,8 +23,9 @@ from pymongo.database import Database
 from tests.migration_fixtures import migrations_copy
 from userfiles_db.cli import State, cli
 from userfiles_db.local_server import LocalMongod
-from userfiles_db.migrate import discover
+from userfiles_db.migrate import Runner, discover, drift
 from userfiles_db.migrate.autogen import generate, literal, render, replay
+from userfiles_db.migrate.drift import live_collection
 from userfiles_db.schema import SchemaSet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,3 +277,37 @@ def test_the_generated_file_passes_ruff_and_mypy(
 )
 def test_literals_read_back_as_the_same_value(value: Any) -> None:
     assert eval(literal(value)) == value
+
+
+def test_indexes_a_schema_cannot_declare_are_left_to_a_person(tmp_path: Path, real_db: Database[Any]) -> None:
+    """Text, hashed, sparse and partial indexes: drift sees them; the generated migration does not
+    drop them (its down could not build them again) but lists them in MANUAL; up and down leave
+    them exactly as they were."""
+    collection = real_db["x"]
+    collection.create_index([("t", "text")], name="t_text")
+    collection.create_index([("h", "hashed")], name="h_hashed")
+    collection.create_index("s", name="s_1", sparse=True)
+    collection.create_index("p", name="p_1", partialFilterExpression={"p": {"$exists": True}})
+    indexes = [{"name": "s_1", "keys": [["s", 1]]}, {"name": "p_2", "keys": [["p", 1]]}]
+    declared = {"collection": "x", "version": 1, "indexes": [*indexes, {"name": "k_1", "keys": [["k", 1]]}]}
+    schemas = SchemaSet.directory(write_schema(tmp_path / "schema", declared))
+    before = {"x": live_collection(real_db, "x")}
+    generated = generate(schemas, before)
+    assert sorted(generated.manual_subjects) == [
+        "x index h_hashed",
+        "x index p_1",
+        "x index p_2",
+        "x index s_1",
+        "x index t_text",
+    ]  # fmt: skip  (p_2: its keys stay held by p_1)
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001_x.py").write_text(
+        render(generated, migration_id="0001_x", created="now", replayed=[], schema_dir="schema")
+    )
+    runner = Runner(real_db, discover(tmp_path / "migrations"))
+    runner.up()
+    after = live_collection(real_db, "x")
+    assert {k: v for k, v in after.indexes.items() if k != "k_1"} == before["x"].indexes
+    assert {d.subject for d in drift(real_db, schemas.load("x"))} == set(generated.manual_subjects)
+    runner.down(steps=1)
+    assert live_collection(real_db, "x").indexes == before["x"].indexes

@@ -240,11 +240,11 @@ def _index_actions(change: CollectionChange, before: LiveCollection, after: Coll
             reason = f"the unique index {index} is renamed {renamed_unique[index]}: see that index"
             drops.append((index, _manual_index(subject, reason, [drop(index)])))
         elif old is None:
-            note: str | None = (
-                f"down cannot re-create {index} (options a schema cannot declare: "
-                f"{before.indexes[index]}); re-create it by hand if you undo this migration"
+            reason = (
+                f"{index} has options a schema cannot declare ({before.indexes[index]}): down could not "
+                "build it again, so it is not dropped for you; drop it by hand once nothing needs it"
             )
-            drops.append((index, Action(subject, (drop(index),), note=note)))
+            drops.append((index, _manual_index(subject, reason, [drop(index)])))
         else:
             drops.append((index, Action(subject, (drop(index),), (ensure(old),))))
     for index, spec in declared.items():
@@ -299,15 +299,18 @@ def _index_actions(change: CollectionChange, before: LiveCollection, after: Coll
             continue
         # Other keys, unique dropped, or options a schema cannot declare: dropped, then built again.
         if old is None:
-            note = f"down cannot re-create the old {index} ({have}); re-create it by hand if you undo this"
-            drops.append((index, Action(subject, (drop(index),), note=note)))
-        else:
-            warning = None
-            if old.unique:
-                warning = (
-                    f"down re-creates the unique index {index}: it fails if duplicates were written meanwhile"
-                )
-            drops.append((index, Action(subject, (drop(index),), (ensure(old),), note=warning)))
+            reason = (
+                f"the live {index} has options a schema cannot declare ({have}): down could not build "
+                "it again; replace it by hand"
+            )
+            creates.append((spec, _manual_index(subject, reason, [drop(index), ensure(spec)])))
+            continue
+        warning = None
+        if old.unique:
+            warning = (
+                f"down re-creates the unique index {index}: it fails if duplicates were written meanwhile"
+            )
+        drops.append((index, Action(subject, (drop(index),), (ensure(old),), note=warning)))
         creates.append((spec, Action(subject, (ensure(spec),), (drop(index),))))
     # A build whose keys an index left in place still holds would fail (code 85): left to a person.
     left = {i: d["key"] for i, d in before.indexes.items()}

@@ -59,7 +59,7 @@ def _differing_paths(declared: Mapping[str, Any], live: Mapping[str, Any], path:
     return found
 
 
-def _direction(value: Any) -> int | str:
+def direction(value: Any) -> int | str:
     # 1 / -1 (the server may give 1.0); "text", "hashed", "2dsphere" stay strings.
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value):
         return int(value)
@@ -71,7 +71,7 @@ def describe_index(
 ) -> dict[str, Any]:
     """An ``index_information()`` entry, normalised. A collation equal to the collection's
     default (which every index of a collated collection inherits) is not an option of its own."""
-    described: dict[str, Any] = {"key": [[str(f), _direction(d)] for f, d in index["key"]]}
+    described: dict[str, Any] = {"key": [[str(f), direction(d)] for f, d in index["key"]]}
     if index.get("unique"):
         described["unique"] = True
     if index.get("expireAfterSeconds") is not None:

@@ -28,6 +28,7 @@ from pymongo.errors import OperationFailure
 
 from userfiles_db.clock import utc_now
 from userfiles_db.migrate.context import context
+from userfiles_db.migrate.drift import direction as _direction
 from userfiles_db.migrate.errors import MigrationError, SchemaStepConflict
 from userfiles_db.migrate.retry import retry_transient
 from userfiles_db.schema import CollectionOptions, CollectionSchema, IndexSpec, server_capped_size
@@ -609,8 +610,9 @@ def count_invalid(db: AnyDatabase, name: str, validator: dict[str, Any]) -> int:
     return _count(_view(db), name, {"$nor": [validator]})
 
 
-def _normalized_key(index: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(str(field), int(direction)) for field, direction in index["key"]]
+def _normalized_key(index: dict[str, Any]) -> list[tuple[str, int | str]]:
+    # 1 / -1 (1.0 from some servers); "text", "hashed", "2dsphere" stay as they are.
+    return [(str(field), _direction(direction)) for field, direction in index["key"]]
 
 
 @_through_failovers
