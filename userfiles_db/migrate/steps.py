@@ -437,6 +437,16 @@ def ensure_collection(db: AnyDatabase, name: str, options: CollectionOptions | N
     real = real_database(db)
     wanted = options or CollectionOptions()
     info = collection_info(db, name)
+    if info is not None and _left_closed(info):
+        # drop_collection_if_empty was interrupted after closing it: writes are refused until reopened.
+        if isinstance(db, ReadOnlyDatabase):
+            context().plan(f"collMod {name}: reopen to writes (left closed by an interrupted run)")
+            db.plan_options(name, validator={}, validationLevel="strict", validationAction="error")
+        else:
+            context().fence()
+            _reopen(real, name, {})
+            _say(f"reopened collection {name} to writes (an interrupted run had closed it)")
+        info = collection_info(db, name)
     if info is not None:
         if options is None:
             return "exists"
@@ -501,6 +511,15 @@ def drop_index(db: AnyDatabase, name: str, index: str) -> str:
     return "dropped"
 
 
+#: The validator ``drop_collection_if_empty`` closes a collection with (nothing passes it). A
+#: collection found with it was left closed by an interrupted run: the steps reopen it.
+CLOSED_VALIDATOR: dict[str, Any] = {"$expr": False}
+
+
+def _left_closed(info: dict[str, Any] | None) -> bool:
+    return bool(info) and (info or {}).get("options", {}).get("validator") == CLOSED_VALIDATOR
+
+
 def _reopen(real: Database[Any], name: str, options: dict[str, Any]) -> None:
     real.command(
         "collMod", name, validator=options.get("validator", {}),
@@ -518,6 +537,10 @@ def drop_collection_if_empty(db: AnyDatabase, name: str) -> str:
         return "absent"
     records = _count(db, name, {})
     if records:
+        if not isinstance(db, ReadOnlyDatabase) and _left_closed(collection_info(db, name)):
+            context().fence()
+            _reopen(real_database(db), name, {})  # an interrupted run closed it: open it again
+            _say(f"reopened collection {name} to writes (an interrupted run had closed it)")
         _say(f"kept collection {name}: it holds {records} record(s), which a migration never drops")
         return "kept"
     what = f"drop collection {name} (empty)"
