@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,3 +60,24 @@ def local_zone(name: str) -> Iterator[str]:
         else:
             os.environ["TZ"] = saved
         time.tzset()
+
+
+def freeze(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and wait until every one of its threads is stopped (state T in /proc):
+    ``kill`` only queues the signal, and on a loaded machine a request sent right after it could
+    still be served by a thread not yet stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+        if states and all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} not stopped after {timeout} s: thread states {states}")
+        time.sleep(0.005)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
+from tests.helpers import freeze
 from userfiles_db.compat import UserFilesMixin
 from userfiles_db.errors import DatabaseUnavailable
 from userfiles_db.local_server import LocalMongod
@@ -83,7 +84,7 @@ def test_a_write_that_lands_after_the_bound_never_leaves_a_live_record_without_i
             handler = Handler(client[name], root, BOUND)
             await handler.add_user_file(upload(root, 0))  # warm: connected, index checked
             data = upload(root, 1)
-            os.kill(pid, signal.SIGSTOP)
+            freeze(pid)
             error: BaseException | None = None
             try:
                 await handler.add_user_file(data)
@@ -135,7 +136,7 @@ def test_an_upload_on_a_frozen_server_answers_within_the_bound(
             handler = Handler(client[name], root, TIMED_BOUND)
             await handler.add_user_file(upload(root, 0))  # warm: connected, index checked
             data = upload(root, 1)
-            os.kill(pid, signal.SIGSTOP)
+            freeze(pid)
             started = time.monotonic()
             try:
                 with pytest.raises(DatabaseUnavailable):

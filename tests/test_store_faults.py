@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 from pymongo.database import Database
 
 from tests.conftest import EventLoopThread
-from tests.helpers import file_data
+from tests.helpers import file_data, freeze
 from userfiles_db import AsyncUserFiles, DatabaseUnavailable, SaveIncomplete, UserFiles
 from userfiles_db.clock import UTC
 from userfiles_db.local_server import LocalMongod, free_port
@@ -163,7 +163,7 @@ def _frozen(server: LocalMongod) -> Any:
 
     class Frozen:
         def __enter__(self) -> None:
-            os.kill(pid, signal.SIGSTOP)
+            freeze(pid)
 
         def __exit__(self, *exc: object) -> None:
             os.kill(pid, signal.SIGCONT)
