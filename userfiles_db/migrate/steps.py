@@ -29,6 +29,7 @@ from pymongo.errors import OperationFailure
 from userfiles_db.clock import utc_now
 from userfiles_db.migrate.context import context
 from userfiles_db.migrate.drift import direction as _direction
+from userfiles_db.migrate.drift import option_differences
 from userfiles_db.migrate.errors import MigrationError, SchemaStepConflict
 from userfiles_db.migrate.retry import retry_transient
 from userfiles_db.schema import CollectionOptions, CollectionSchema, IndexSpec, server_capped_size
@@ -436,17 +437,7 @@ def ensure_collection(db: AnyDatabase, name: str, options: CollectionOptions | N
     db = _view(db)
     real = real_database(db)
     wanted = options or CollectionOptions()
-    info = collection_info(db, name)
-    if info is not None and _left_closed(info):
-        # drop_collection_if_empty was interrupted after closing it: writes are refused until reopened.
-        if isinstance(db, ReadOnlyDatabase):
-            context().plan(f"collMod {name}: reopen to writes (left closed by an interrupted run)")
-            db.plan_options(name, validator={}, validationLevel="strict", validationAction="error")
-        else:
-            context().fence()
-            _reopen(real, name, {})
-            _say(f"reopened collection {name} to writes (an interrupted run had closed it)")
-        info = collection_info(db, name)
+    info = _reopen_if_left_closed(db, name, collection_info(db, name))
     if info is not None:
         if options is None:
             return "exists"
@@ -464,8 +455,6 @@ def ensure_collection(db: AnyDatabase, name: str, options: CollectionOptions | N
 
 
 def _align_collection(db: AnyDatabase, name: str, wanted: CollectionOptions, live: dict[str, Any]) -> str:
-    from userfiles_db.migrate.drift import option_differences
-
     differences = option_differences(wanted, live)
     fixed = [d for d in differences if d[0] != "expireAfterSeconds"]
     if fixed:
@@ -482,9 +471,11 @@ def _align_collection(db: AnyDatabase, name: str, wanted: CollectionOptions, liv
     what = f"collMod {name}: expireAfterSeconds {live.get('expireAfterSeconds')} -> {ttl} (in place)"
     if isinstance(db, ReadOnlyDatabase):
         context().plan(what)
-        db.plan_options(name, expireAfterSeconds="off" if ttl is None else ttl)
+        planned = db.collection_options(name)
         if ttl is None:
-            db.collection_options(name).pop("expireAfterSeconds", None)
+            planned.pop("expireAfterSeconds", None)
+        else:
+            planned["expireAfterSeconds"] = ttl
         return "would change"
     context().fence()
     real_database(db).command("collMod", name, expireAfterSeconds="off" if ttl is None else ttl)
@@ -514,18 +505,31 @@ def drop_index(db: AnyDatabase, name: str, index: str) -> str:
 #: The validator ``drop_collection_if_empty`` closes a collection with (nothing passes it). A
 #: collection found with it was left closed by an interrupted run: the steps reopen it.
 CLOSED_VALIDATOR: dict[str, Any] = {"$expr": False}
+_OPEN: dict[str, Any] = {"validator": {}, "validationLevel": "strict", "validationAction": "error"}
 
 
-def _left_closed(info: dict[str, Any] | None) -> bool:
-    return bool(info) and (info or {}).get("options", {}).get("validator") == CLOSED_VALIDATOR
+def _validation(options: dict[str, Any]) -> dict[str, Any]:
+    """A collection's validator, level and action as ``collMod`` takes them; a collection left
+    closed by an interrupted run had no validator of its own to give back."""
+    if options.get("validator") == CLOSED_VALIDATOR:
+        return dict(_OPEN)
+    return {key: options.get(key, default) for key, default in _OPEN.items()}
 
 
-def _reopen(real: Database[Any], name: str, options: dict[str, Any]) -> None:
-    real.command(
-        "collMod", name, validator=options.get("validator", {}),
-        validationLevel=options.get("validationLevel", "strict"),
-        validationAction=options.get("validationAction", "error"),
-    )  # fmt: skip
+def _reopen_if_left_closed(db: AnyDatabase, name: str, info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Open collection ``name`` to writes again when an interrupted ``drop_collection_if_empty``
+    left it closed (every write refused); return its ``listCollections`` entry as it is then."""
+    if info is None or info.get("options", {}).get("validator") != CLOSED_VALIDATOR:
+        return info
+    what = f"collMod {name}: reopen to writes (left closed by an interrupted run)"
+    if isinstance(db, ReadOnlyDatabase):
+        context().plan(what)
+        db.plan_options(name, **_OPEN)
+    else:
+        context().fence()
+        real_database(db).command("collMod", name, **_OPEN)
+        _say(what)
+    return collection_info(db, name)
 
 
 @_through_failovers
@@ -533,14 +537,12 @@ def drop_collection_if_empty(db: AnyDatabase, name: str) -> str:
     """Drop collection ``name`` when it holds no record (what undoing its creation means);
     a collection with records is kept, and said so: a down migration never drops data."""
     db = _view(db)
-    if collection_info(db, name) is None:
+    info = collection_info(db, name)
+    if info is None:
         return "absent"
     records = _count(db, name, {})
     if records:
-        if not isinstance(db, ReadOnlyDatabase) and _left_closed(collection_info(db, name)):
-            context().fence()
-            _reopen(real_database(db), name, {})  # an interrupted run closed it: open it again
-            _say(f"reopened collection {name} to writes (an interrupted run had closed it)")
+        _reopen_if_left_closed(db, name, info)
         _say(f"kept collection {name}: it holds {records} record(s), which a migration never drops")
         return "kept"
     what = f"drop collection {name} (empty)"
@@ -552,23 +554,16 @@ def drop_collection_if_empty(db: AnyDatabase, name: str) -> str:
     real = real_database(db)
     # Checked, then dropped, with no write in between: the collection first refuses every write
     # (a validator nothing passes; collMod waits for writes under way), so a record cannot land
-    # after the check and be dropped with it. Kept, it gets its options back.
-    options = (collection_info(db, name) or {}).get("options", {})
-    closed: dict[str, Any] = {
-        "validator": {"$expr": False},
-        "validationLevel": "strict",
-        "validationAction": "error",
-    }
-    if options.get("validator") == closed["validator"]:  # closed by an interrupted earlier run
-        options = {}
-    real.command("collMod", name, **closed)
+    # after the check and be dropped with it. Kept, it gets its own validation back.
+    own = _validation(info.get("options", {}))
+    real.command("collMod", name, **{**_OPEN, "validator": CLOSED_VALIDATOR})
     try:
         left = real[name].find_one({}, {"_id": 1})
     except BaseException:
-        _reopen(real, name, options)
+        real.command("collMod", name, **own)
         raise
     if left is not None:
-        _reopen(real, name, options)
+        real.command("collMod", name, **own)
         _say(f"kept collection {name}: a record was written meanwhile")
         return "kept"
     real.drop_collection(name)
@@ -638,6 +633,10 @@ def _normalized_key(index: dict[str, Any]) -> list[tuple[str, int | str]]:
     return [(str(field), _direction(direction)) for field, direction in index["key"]]
 
 
+#: A TTL field's value the monitor never deletes by: present, but neither a date nor null.
+NOT_A_DATE: dict[str, Any] = {"$exists": True, "$not": {"$type": ["date", "null"]}}
+
+
 @_through_failovers
 def ttl_warnings(db: AnyDatabase, name: str, field: str, now: dt.datetime | None = None) -> dict[str, int]:
     """Counts to look at before a TTL goes on ``field``: values that are not dates (they never
@@ -646,7 +645,7 @@ def ttl_warnings(db: AnyDatabase, name: str, field: str, now: dt.datetime | None
     db = _view(db)
     now = now or utc_now()
     counts = {
-        "not_a_date": _count(db, name, {field: {"$exists": True, "$not": {"$type": ["date", "null"]}}}),
+        "not_a_date": _count(db, name, {field: NOT_A_DATE}),
         "already_expired": _count(db, name, {field: {"$lte": now}}),
     }
     if counts["not_a_date"]:
