@@ -9,9 +9,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pymongo.database import Database
 
 from userfiles_db.migrate.config import bundled_migrations
+from userfiles_db.schema import package_data
 
 LEGACY_NOW = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # naive UTC, as the bot writes
 
@@ -88,3 +90,25 @@ def down(db: Any) -> None:
 def marker_migration(folder: Path, stem: str, extra: str = "") -> Path:
     """A migration that inserts (and on down deletes) a marker document ``{_id: stem}``."""
     return write_migration(folder, stem, INSERT_MARKER % {"stem": stem} + extra)
+
+
+def write_schema(folder: Path, *documents: dict[str, Any]) -> Path:
+    """Write each schema ``document`` as ``folder/NAME.vN.yaml``; return ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for document in documents:
+        path = folder / f"{document['collection']}.v{document['version']}.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    return folder
+
+
+def schema_project(tmp_path: Path) -> Path:
+    """A project in ``tmp_path``: the bundled migrations copied into ``migrations/`` and a schema
+    directory ``schema/`` holding the bundled ``user_files.v1.yaml`` (what they build)."""
+    migrations_copy(tmp_path)
+    schema = write_schema(tmp_path / "schema")
+    (schema / "user_files.v1.yaml").write_text((bundled_schema() / "user_files.v1.yaml").read_text())
+    return tmp_path
+
+
+def bundled_schema() -> Path:
+    return Path(str(package_data("userfiles_db.schemas", "schema")))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner, Result
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import WriteError
 
-from tests.migration_fixtures import migrations_copy
+from tests.migration_fixtures import schema_project, write_schema
 from userfiles_db.cli import State, cli
 from userfiles_db.local_server import LocalMongod
 
@@ -29,19 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 OBJECT_X_INT = {"$jsonSchema": {"bsonType": "object", "properties": {"x": {"bsonType": "int"}}}}
 
 
-def write_schema(folder: Path, *documents: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for document in documents:
-        path = folder / f"{document['collection']}.v{document['version']}.yaml"
-        path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-    return folder
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    migrations_copy(tmp_path)
-    shutil.copy(REPO / "schema" / "user_files.v1.yaml", write_schema(tmp_path / "schema"))
-    return tmp_path
+    return schema_project(tmp_path)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from tests.migration_fixtures import migrations_copy
+from tests.migration_fixtures import schema_project, write_schema
 from userfiles_db.local_server import LocalMongod
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,14 +89,6 @@ while True:
 """
 
 
-def write_schema(folder: Path, *documents: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for document in documents:
-        path = folder / f"{document['collection']}.v{document['version']}.yaml"
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return folder
-
-
 def events(version: int, indexes: int, validator: bool = False) -> dict[str, Any]:
     document: dict[str, Any] = {"collection": "events", "version": version}
     if validator:
@@ -109,8 +99,7 @@ def events(version: int, indexes: int, validator: bool = False) -> dict[str, Any
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    migrations_copy(tmp_path)
-    shutil.copy(REPO / "schema" / "user_files.v1.yaml", write_schema(tmp_path / "schema"))
+    schema_project(tmp_path)
     (tmp_path / "killer.py").write_text(KILLER)
     (tmp_path / "writer.py").write_text(WRITER)
     return tmp_path

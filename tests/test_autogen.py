@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from click.testing import CliRunner, Result
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from tests.migration_fixtures import migrations_copy
+from tests.migration_fixtures import migrations_copy, schema_project, write_schema
 from userfiles_db.cli import State, cli
 from userfiles_db.local_server import LocalMongod
 from userfiles_db.migrate import Runner, discover, drift
@@ -56,20 +55,10 @@ EVENTS_V1 = {
 }
 
 
-def write_schema(folder: Path, *documents: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for document in documents:
-        path = folder / f"{document['collection']}.v{document['version']}.yaml"
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return folder
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A project: the bundled migrations copied, and a schema directory (v1 only, so far)."""
-    migrations_copy(tmp_path)
-    shutil.copy(REPO / "schema" / "user_files.v1.yaml", write_schema(tmp_path / "schema"))
-    return tmp_path
+    return schema_project(tmp_path)
 
 
 @pytest.fixture
